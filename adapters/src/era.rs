@@ -1,0 +1,240 @@
+//! The two MCP protocol eras, as a client (the gateway, facing an upstream) sees them.
+//!
+//! - **Legacy** (2025-11-25 and earlier): an `initialize` handshake opens a session; the server
+//!   may send requests (sampling, elicitation, roots) back to the client mid-call.
+//! - **Stateless** (2026-07-28): no handshake and no session. Every request carries an envelope
+//!   in `params._meta` (protocol version, client capabilities, client info) and, over HTTP, the
+//!   `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers. `server/discover` describes the
+//!   server. A server that needs client input answers `resultType: "input_required"` and the
+//!   client retries with `inputResponses` (MRTR).
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::jsonrpc;
+use crate::upstream::ServerInfo;
+
+/// The newest legacy (session) revision, which the gateway speaks to legacy peers.
+pub const LEGACY_LATEST: &str = "2025-11-25";
+/// Legacy revisions the gateway accepts from clients and upstreams.
+pub const LEGACY_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// The stateless revision.
+pub const MODERN: &str = "2026-07-28";
+/// Stateless revisions the gateway accepts.
+pub const MODERN_VERSIONS: &[&str] = &[MODERN];
+
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// The envelope keys that exist only on the 2026 wire; stripped before a legacy peer sees them.
+pub const ENVELOPE_KEYS: &[&str] = &[META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Legacy,
+    Stateless,
+}
+
+pub fn is_modern_version(v: &str) -> bool {
+    MODERN_VERSIONS.contains(&v)
+}
+
+/// The `server/discover` probe. It carries the full envelope, as every 2026 request must.
+pub fn discover_request(client_caps: &Value, client_info: &Value) -> Value {
+    jsonrpc::request(
+        Value::Null,
+        "server/discover",
+        Some(json!({"_meta": {
+            META_PROTOCOL_VERSION: MODERN,
+            META_CLIENT_CAPABILITIES: client_caps,
+            META_CLIENT_INFO: client_info,
+        }})),
+    )
+}
+
+pub fn initialize_request(client_caps: &Value, client_info: &Value) -> Value {
+    jsonrpc::request(
+        Value::Null,
+        "initialize",
+        Some(json!({
+            "protocolVersion": LEGACY_LATEST,
+            "capabilities": client_caps,
+            "clientInfo": client_info,
+        })),
+    )
+}
+
+/// Reads a `server/discover` answer; `None` when the upstream is not a 2026 server (an error,
+/// or no modern version in `supportedVersions`).
+pub fn parse_discover(resp: &Value) -> Option<ServerInfo> {
+    let result = resp.get("result")?;
+    let versions = result.get("supportedVersions")?.as_array()?;
+    let version = MODERN_VERSIONS
+        .iter()
+        .find(|v| versions.iter().any(|s| s.as_str() == Some(v)))?;
+    Some(ServerInfo {
+        era: Era::Stateless,
+        protocol_version: (*version).to_owned(),
+        capabilities: result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        server_info: result
+            .get("_meta")
+            .and_then(|m| m.get(META_SERVER_INFO))
+            .or_else(|| result.get("serverInfo"))
+            .cloned()
+            .unwrap_or(Value::Null),
+        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+pub fn parse_initialize(resp: &Value) -> Result<ServerInfo, String> {
+    if let Some(err) = resp.get("error") {
+        return Err(format!("initialize failed: {err}"));
+    }
+    let result = resp.get("result").ok_or("initialize answer has no result")?;
+    let version = result.get("protocolVersion").and_then(Value::as_str).ok_or("no protocolVersion")?;
+    if !LEGACY_VERSIONS.contains(&version) {
+        return Err(format!("unsupported protocol version `{version}`"));
+    }
+    Ok(ServerInfo {
+        era: Era::Legacy,
+        protocol_version: version.to_owned(),
+        capabilities: result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// Per-request fields a caller may pass when the upstream is stateless.
+#[derive(Debug, Default, Clone)]
+pub struct Envelope {
+    /// The end client's capabilities, when it declared them; the gateway's own otherwise.
+    pub client_capabilities: Option<Value>,
+    /// Extra HTTP headers (e.g. `Mcp-Param-*`) to send with the request.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Fits a request to the upstream's era. For a stateless upstream it writes the envelope into
+/// `params._meta` and returns the routing headers; for a legacy one it strips the envelope keys
+/// a 2026 client may have sent (a legacy server may reject them).
+pub fn decorate_request(info: &ServerInfo, msg: &mut Value, env: &Envelope, gateway_caps: &Value, client_info: &Value) -> Vec<(String, String)> {
+    match info.era {
+        Era::Legacy => {
+            if let Some(meta) = jsonrpc::params_mut(msg).and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
+                for k in ENVELOPE_KEYS {
+                    meta.remove(*k);
+                }
+            }
+            if let Some(p) = jsonrpc::params_mut(msg) {
+                if p.get("_meta").and_then(Value::as_object).is_some_and(Map::is_empty) {
+                    p.remove("_meta");
+                }
+            }
+            Vec::new()
+        }
+        Era::Stateless => {
+            if let Some(obj) = msg.as_object_mut() {
+                let params = obj.entry("params").or_insert_with(|| json!({}));
+                if let Some(p) = params.as_object_mut() {
+                    let meta = p.entry("_meta").or_insert_with(|| json!({}));
+                    if let Some(m) = meta.as_object_mut() {
+                        m.insert(META_PROTOCOL_VERSION.into(), info.protocol_version.clone().into());
+                        let caps = env.client_capabilities.clone().unwrap_or_else(|| gateway_caps.clone());
+                        m.insert(META_CLIENT_CAPABILITIES.into(), caps);
+                        m.entry(META_CLIENT_INFO).or_insert_with(|| client_info.clone());
+                    }
+                }
+            }
+            let mut h = headers_for(msg);
+            h.extend(env.headers.iter().cloned());
+            h
+        }
+    }
+}
+
+/// The 2026-07-28 routing headers for a request: `MCP-Protocol-Version` (from the envelope),
+/// `Mcp-Method`, and `Mcp-Name` for the methods that name a target.
+pub fn headers_for(msg: &Value) -> Vec<(String, String)> {
+    let mut h = Vec::new();
+    let Some(method) = jsonrpc::method(msg) else { return h };
+    let params = jsonrpc::params(msg);
+    if let Some(v) = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_PROTOCOL_VERSION)).and_then(Value::as_str) {
+        h.push(("mcp-protocol-version".into(), v.to_owned()));
+    }
+    h.push(("mcp-method".into(), encode_header_value(method)));
+    if let Some(name) = name_of(method, params) {
+        h.push(("mcp-name".into(), encode_header_value(name)));
+    }
+    h
+}
+
+/// The value `Mcp-Name` carries for a method, if any.
+pub fn name_of<'a>(method: &str, params: Option<&'a Map<String, Value>>) -> Option<&'a str> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return None,
+    };
+    params?.get(key)?.as_str()
+}
+
+/// Header values are sent verbatim when they are printable ASCII without edge whitespace, and
+/// as `=?base64?…?=` otherwise.
+pub fn encode_header_value(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !(v.starts_with("=?") && v.ends_with("?="));
+    if plain {
+        v.to_owned()
+    } else {
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(v.as_bytes()))
+    }
+}
+
+/// Decodes a header value written by [`encode_header_value`]; `None` for a malformed sentinel.
+pub fn decode_header_value(v: &str) -> Option<String> {
+    let v = v.trim_matches(|c| c == ' ' || c == '\t');
+    match v.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(v.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_roundtrip() {
+        for v in ["tools/call", "héllo", " edge", "a\nb", "=?base64?x?="] {
+            assert_eq!(decode_header_value(&encode_header_value(v)).as_deref(), Some(v));
+        }
+        assert_eq!(encode_header_value("echo"), "echo");
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+    }
+
+    #[test]
+    fn legacy_decoration_strips_the_envelope_only() {
+        let info = ServerInfo { era: Era::Legacy, protocol_version: LEGACY_LATEST.into(), capabilities: json!({}), server_info: Value::Null, instructions: None };
+        let mut msg = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{META_PROTOCOL_VERSION: MODERN, "progressToken": 3, "vendor/x": 1}}});
+        assert!(decorate_request(&info, &mut msg, &Envelope::default(), &json!({}), &json!({})).is_empty());
+        assert_eq!(msg["params"]["_meta"], json!({"progressToken": 3, "vendor/x": 1}));
+    }
+
+    #[test]
+    fn stateless_decoration_adds_envelope_and_headers() {
+        let info = ServerInfo { era: Era::Stateless, protocol_version: MODERN.into(), capabilities: json!({}), server_info: Value::Null, instructions: None };
+        let mut msg = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"échо"}});
+        let h = decorate_request(&info, &mut msg, &Envelope::default(), &json!({"elicitation":{}}), &json!({"name":"clawgate"}));
+        assert_eq!(msg["params"]["_meta"][META_PROTOCOL_VERSION], MODERN);
+        assert_eq!(msg["params"]["_meta"][META_CLIENT_CAPABILITIES], json!({"elicitation":{}}));
+        assert!(h.contains(&("mcp-method".into(), "tools/call".into())));
+        assert!(h.iter().any(|(k, v)| k == "mcp-name" && v.starts_with("=?base64?")));
+    }
+}

@@ -1,0 +1,306 @@
+//! An upstream MCP server over Streamable HTTP: each message is a POST; a request's answer comes
+//! back as one JSON body or as an SSE stream that may carry related notifications and server
+//! requests before the response. A GET stream carries unrelated server messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::{ExtraHeaders, Inbound, TransportError};
+use crate::jsonrpc;
+use crate::sse;
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub url: String,
+    /// Operator-configured headers (already expanded). The client's own `Authorization` is never
+    /// among them: nothing from the client's request is copied here.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A shared, pooled HTTP client for every HTTP upstream.
+pub fn client(pool_idle_per_host: usize) -> Result<reqwest::Client, TransportError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| TransportError::Http(e.to_string()))
+}
+
+struct State {
+    session_id: Option<String>,
+    protocol_version: Option<String>,
+}
+
+pub struct HttpTransport {
+    name: String,
+    spec: HttpSpec,
+    client: reqwest::Client,
+    state: Mutex<State>,
+    inbound: mpsc::Sender<Inbound>,
+    max_message: usize,
+    dead_tx: watch::Sender<bool>,
+}
+
+impl HttpTransport {
+    pub fn new(
+        name: &str,
+        spec: HttpSpec,
+        client: reqwest::Client,
+        inbound: mpsc::Sender<Inbound>,
+        max_message: usize,
+    ) -> Arc<Self> {
+        let (dead_tx, _) = watch::channel(false);
+        Arc::new(Self {
+            name: name.to_owned(),
+            spec,
+            client,
+            state: Mutex::new(State { session_id: None, protocol_version: None }),
+            inbound,
+            max_message,
+            dead_tx,
+        })
+    }
+
+    pub fn set_protocol_version(&self, v: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.protocol_version = v;
+        }
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.session_id.clone())
+    }
+
+    pub async fn closed(&self) {
+        let mut rx = self.dead_tx.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    fn build(&self, method: reqwest::Method, extra: &ExtraHeaders) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .client
+            .request(method, &self.spec.url)
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        for (k, v) in &self.spec.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Ok(s) = self.state.lock() {
+            if let Some(sid) = &s.session_id {
+                rb = rb.header(SESSION_HEADER, sid.as_str());
+            }
+            if let Some(v) = &s.protocol_version {
+                rb = rb.header(PROTOCOL_HEADER, v.as_str());
+            }
+        }
+        for (k, v) in extra {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        rb
+    }
+
+    /// Sends one message. A request's outcome arrives later on the inbound channel, tagged with
+    /// `our_id`; notifications and responses are fire-and-forget (the server answers 202).
+    pub fn send(self: &Arc<Self>, msg: Value, our_id: Option<u64>, extra: ExtraHeaders, timeout: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = this.post(&msg, our_id, &extra, timeout).await;
+            if let (Err(error), Some(id)) = (outcome, our_id) {
+                if matches!(error, TransportError::SessionExpired) {
+                    let _ = this.dead_tx.send(true);
+                }
+                let _ = this.inbound.send(Inbound::Failed { id, error }).await;
+            }
+        });
+    }
+
+    async fn post(
+        &self,
+        msg: &Value,
+        our_id: Option<u64>,
+        extra: &ExtraHeaders,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        let body = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
+        let resp = self
+            .build(reqwest::Method::POST, extra)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| TransportError::Http(without_url(&e)))?;
+        let status = resp.status();
+        if let Some(sid) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+            if let Ok(mut s) = self.state.lock() {
+                if s.session_id.is_none() {
+                    s.session_id = Some(sid.to_owned());
+                }
+            }
+        }
+        if status == reqwest::StatusCode::NOT_FOUND && self.session_id().is_some() {
+            return Err(TransportError::SessionExpired);
+        }
+        if status == reqwest::StatusCode::ACCEPTED {
+            return match our_id {
+                Some(_) => Err(TransportError::Invalid("202 Accepted for a request".into())),
+                None => Ok(()),
+            };
+        }
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !status.is_success() {
+            // A JSON-RPC error body is still a valid answer to the request (e.g. a 400 carrying
+            // -32022 from a 2026-07-28 server): relay it rather than inventing our own error.
+            if !is_sse {
+                if let Ok(bytes) = read_limited(resp, self.max_message).await {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                        if jsonrpc::kind(&v) == Some(jsonrpc::Kind::Response) {
+                            self.deliver(v, our_id).await;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            return Err(TransportError::Status { status: status.as_u16() });
+        }
+        if is_sse {
+            self.pump_sse(resp, our_id).await
+        } else {
+            let bytes = read_limited(resp, self.max_message).await?;
+            if bytes.is_empty() && our_id.is_none() {
+                return Ok(());
+            }
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| TransportError::Invalid(e.to_string()))?;
+            match v {
+                Value::Array(items) => {
+                    for item in items {
+                        self.deliver(item, our_id).await;
+                    }
+                }
+                v => self.deliver(v, our_id).await,
+            }
+            Ok(())
+        }
+    }
+
+    async fn deliver(&self, msg: Value, related_to: Option<u64>) {
+        let _ = self.inbound.send(Inbound::Message { msg, related_to }).await;
+    }
+
+    /// Reads an SSE response until it carries the response to `our_id` (or ends).
+    async fn pump_sse(&self, resp: reqwest::Response, our_id: Option<u64>) -> Result<(), TransportError> {
+        let mut decoder = sse::Decoder::new(self.max_message);
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| TransportError::Http(without_url(&e)))?;
+            let events = decoder.feed(&chunk).map_err(|e| TransportError::Invalid(e.to_string()))?;
+            for ev in events {
+                if ev.data.trim().is_empty() {
+                    continue;
+                }
+                let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
+                    tracing::warn!(upstream = %self.name, "upstream sent a non-JSON SSE event");
+                    continue;
+                };
+                let is_final = jsonrpc::kind(&msg) == Some(jsonrpc::Kind::Response)
+                    && our_id.is_some()
+                    && msg.get("id").and_then(Value::as_u64) == our_id;
+                self.deliver(msg, our_id).await;
+                if is_final {
+                    return Ok(());
+                }
+            }
+        }
+        match our_id {
+            Some(_) => Err(TransportError::Closed),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the GET stream for unrelated server messages and keeps it open, reconnecting with
+    /// backoff, until the transport is dropped or closed. A 405 means the server has none.
+    pub fn open_listen_stream(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                if *this.dead_tx.borrow() {
+                    return;
+                }
+                let resp = this
+                    .build(reqwest::Method::GET, &Vec::new())
+                    .header(http::header::ACCEPT, "text/event-stream")
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => return,
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                        let _ = this.dead_tx.send(true);
+                        return;
+                    }
+                    Ok(r) if r.status().is_success() => {
+                        backoff = Duration::from_millis(200);
+                        let mut closed = this.dead_tx.subscribe();
+                        tokio::select! {
+                            _ = this.pump_sse(r, None) => {}
+                            _ = closed.wait_for(|d| *d) => return,
+                        }
+                    }
+                    Ok(_) | Err(_) => {}
+                }
+                drop(this);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Ends the upstream session (DELETE), best effort.
+    pub async fn shutdown(&self) {
+        let _ = self.dead_tx.send(true);
+        if self.session_id().is_some() {
+            let _ = self
+                .build(reqwest::Method::DELETE, &Vec::new())
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+        }
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, TransportError> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| TransportError::Http(without_url(&e)))?;
+        if out.len() + chunk.len() > max {
+            return Err(TransportError::Invalid(format!("response larger than {max} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// reqwest errors print the URL, which may carry credentials in its query: drop it.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "<upstream url>");
+    }
+    let kind = if e.is_timeout() { "timeout" } else if e.is_connect() { "connect" } else { "request" };
+    format!("{kind} error: {s}")
+}

@@ -1,0 +1,122 @@
+//! The command line: `serve`, `stdio`, `check`, and the bundled `demo-upstream`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::pipeline::Gateway;
+
+#[derive(Debug, Parser)]
+#[command(name = "clawgate", version, about = "MCP policy gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over Streamable HTTP. Without --config, runs the embedded quickstart (the
+    /// bundled demo upstream, in-memory state).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override `[listen] http`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve one MCP client over stdin/stdout (Claude Desktop-style). Logs go to stderr.
+    Stdio {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0 if valid, 1 with precise messages if not.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the bundled demo MCP server on stdin/stdout.
+    DemoUpstream,
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default()?,
+    })
+}
+
+/// Logs go to stderr always: stdout belongs to the protocol in `stdio` mode.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
+/// Runs a parsed command. Returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(cfg) => {
+                println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(1)
+            }
+        },
+        Command::DemoUpstream => {
+            crate::demo::run().await?;
+            Ok(0)
+        }
+        Command::Serve { config, listen } => {
+            init_logging();
+            let mut cfg = load(config.as_deref())?;
+            if let Some(addr) = listen {
+                cfg.listen.http = addr;
+            }
+            let addr = cfg.listen.http;
+            let path = cfg.listen.path.clone();
+            let gw = Gateway::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!("clawgate listening on http://{local}{path}");
+            crate::front::http::serve(Arc::clone(&gw), listener, shutdown_signal()).await?;
+            gw.shutdown().await;
+            Ok(0)
+        }
+        Command::Stdio { config } => {
+            init_logging();
+            let cfg = load(config.as_deref())?;
+            let gw = Gateway::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tokio::select! {
+                r = crate::front::stdio::serve(Arc::clone(&gw), tokio::io::stdin(), tokio::io::stdout()) => r?,
+                () = shutdown_signal() => {}
+            }
+            gw.shutdown().await;
+            Ok(0)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,510 @@
+//! The TOML config: parsed once, validated into typed structs, and rejected with an error that
+//! names the file, the key and the line when anything is off. Unknown keys are errors: for a
+//! security gateway a typo must never become a silent default.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The demo config shipped with the repo; `clawgate serve` with no `--config` runs it.
+pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
+
+/// A config error: where (file, line, key) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (`<embedded quickstart>` for the built-in default).
+    pub source: PathBuf,
+    pub listen: Listen,
+    pub limits: Limits,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub http: SocketAddr,
+    pub path: String,
+    /// Origins browsers may call from. Requests with any other `Origin` get 403.
+    pub allowed_origins: Vec<String>,
+    /// Extra `Host` header values accepted besides loopback names and the listen address.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Limits on client input. Each exists to bound memory or CPU an unauthenticated peer can use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body (and stdio line) accepted from a client.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted from a client; deeper documents are refused before parsing.
+    pub max_json_depth: usize,
+    /// Largest message accepted from an upstream.
+    pub max_upstream_message_bytes: usize,
+    /// Most concurrent client sessions (legacy era); the oldest idle one is not evicted, new
+    /// ones are refused.
+    pub max_sessions: usize,
+    /// A session unused for this long is dropped.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_idle_timeout: Duration,
+    /// How long the gateway waits for a client to answer a server→client request.
+    #[serde(deserialize_with = "de_duration")]
+    pub client_request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            max_upstream_message_bytes: 32 * 1024 * 1024,
+            max_sessions: 10_000,
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            client_request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Namespace prefix; empty exposes names unchanged.
+    pub prefix: String,
+    pub timeout: Duration,
+    pub transport: TransportConfig,
+}
+
+#[derive(Clone)]
+pub enum TransportConfig {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+        per_session: bool,
+    },
+    Http {
+        url: String,
+        /// Expanded values; may hold secrets, so `Debug` redacts them.
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stdio { command, args, env, cwd, per_session } => f
+                .debug_struct("Stdio")
+                .field("command", command)
+                .field("args", args)
+                .field("env", &env.keys().collect::<Vec<_>>())
+                .field("cwd", cwd)
+                .field("per_session", per_session)
+                .finish(),
+            Self::Http { url, headers } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("headers", &headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (as written) shapes.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    upstream: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    #[serde(default = "default_http")]
+    http: Spanned<String>,
+    #[serde(default = "default_path")]
+    path: Spanned<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self { http: default_http(), path: default_path(), allowed_origins: Vec::new(), allowed_hosts: Vec::new() }
+    }
+}
+
+fn default_http() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+fn default_path() -> Spanned<String> {
+    Spanned::new(0..0, "/mcp".into())
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawTransport {
+    Stdio,
+    Http,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    transport: Spanned<RawTransport>,
+    prefix: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+    // stdio
+    command: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    cwd: Option<Spanned<String>>,
+    per_session: Option<Spanned<bool>>,
+    // http
+    url: Option<Spanned<String>>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read config: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        Self::parse(&text, path, &base, &|k| std::env::var(k).ok())
+    }
+
+    /// The built-in default: the quickstart config, with the demo upstream run from this very
+    /// binary (`<current exe> demo-upstream`) so that it works before anything is installed.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        let source = PathBuf::from("<embedded quickstart>");
+        let mut cfg = Self::parse(QUICKSTART, &source, Path::new("."), &|k| std::env::var(k).ok())?;
+        let exe = std::env::current_exe().map_err(|e| ConfigError {
+            file: source.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot locate the clawgate binary: {e}"),
+        })?;
+        for up in &mut cfg.upstreams {
+            if let TransportConfig::Stdio { command, .. } = &mut up.transport {
+                if command == "clawgate" {
+                    *command = exe.to_string_lossy().into_owned();
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text. `base` resolves relative paths; `env` looks up `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let err = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| ConfigError {
+            file: file.to_owned(),
+            line: span.filter(|s| !(s.start == 0 && s.end == 0)).map(|s| line_of(text, s.start)),
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| err(e.span(), None, e.message().to_owned()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            // `Spanned` wrappers show up as an internal path segment; they are not keys.
+            let path = e.path().to_string().replace("$__serde_spanned_private_value.", "").replace(".$__serde_spanned_private_value", "");
+            let inner = e.into_inner();
+            err(inner.span(), (path != ".").then_some(path), inner.message().to_owned())
+        })?;
+
+        let listen = {
+            let http = raw.listen.http.get_ref().parse::<SocketAddr>().map_err(|e| {
+                err(Some(raw.listen.http.span()), Some("listen.http".into()), format!("not a socket address (`127.0.0.1:8080`): {e}"))
+            })?;
+            let path = raw.listen.path.get_ref().clone();
+            if !path.starts_with('/') {
+                return Err(err(Some(raw.listen.path.span()), Some("listen.path".into()), "must start with `/`".into()));
+            }
+            Listen { http, path, allowed_origins: raw.listen.allowed_origins, allowed_hosts: raw.listen.allowed_hosts }
+        };
+        if raw.limits.max_json_depth < 8 || raw.limits.max_body_bytes < 1024 {
+            return Err(err(None, Some("limits".into()), "max_json_depth must be at least 8 and max_body_bytes at least 1024".into()));
+        }
+
+        let mut upstreams = Vec::new();
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        for (i, up) in raw.upstream.iter().enumerate() {
+            let key = |k: &str| Some(format!("upstream[{i}].{k}"));
+            let u = up.get_ref();
+            let name = u.name.get_ref().clone();
+            if !valid_name(&name) {
+                return Err(err(Some(u.name.span()), key("name"), format!("`{name}` must match [a-z0-9-]+")));
+            }
+            if !names.insert(name.clone()) {
+                return Err(err(Some(u.name.span()), key("name"), format!("upstream `{name}` is defined twice")));
+            }
+            let prefix = match &u.prefix {
+                Some(p) => {
+                    if !p.get_ref().is_empty() && !valid_name(p.get_ref()) {
+                        return Err(err(Some(p.span()), key("prefix"), format!("`{}` must be empty or match [a-z0-9-]+", p.get_ref())));
+                    }
+                    p.get_ref().clone()
+                }
+                None => name.clone(),
+            };
+            if !prefixes.insert(prefix.clone()) {
+                let span = u.prefix.as_ref().map_or(u.name.span(), Spanned::span);
+                let what = if prefix.is_empty() { "more than one upstream has an empty prefix".to_owned() } else { format!("prefix `{prefix}` is used by two upstreams") };
+                return Err(err(Some(span), key("prefix"), format!("{what}: their names would collide")));
+            }
+            let stdio_keys = [("command", u.command.as_ref().map(Spanned::span)), ("args", u.args.as_ref().map(Spanned::span)), ("env", u.env.as_ref().map(Spanned::span)), ("cwd", u.cwd.as_ref().map(Spanned::span)), ("per_session", u.per_session.as_ref().map(Spanned::span))];
+            let http_keys = [("url", u.url.as_ref().map(Spanned::span)), ("headers", u.headers.as_ref().map(Spanned::span))];
+            let expand = |v: &Spanned<String>, k: String| -> Result<String, ConfigError> {
+                expand_env(v.get_ref(), env).map_err(|var| {
+                    err(Some(v.span()), Some(k), format!("environment variable `{var}` is not set"))
+                })
+            };
+            let transport = match *u.transport.get_ref() {
+                RawTransport::Stdio => {
+                    if let Some((k, span)) = http_keys.iter().find(|(_, s)| s.is_some()) {
+                        return Err(err(span.clone(), key(k), "only valid for `transport = \"http\"`".into()));
+                    }
+                    let Some(command) = &u.command else {
+                        return Err(err(Some(up.span()), key("command"), "missing: a stdio upstream needs `command`".into()));
+                    };
+                    let mut env_out = BTreeMap::new();
+                    if let Some(e) = &u.env {
+                        for (k, v) in e.get_ref() {
+                            let expanded = expand_env(v, env).map_err(|var| {
+                                err(Some(e.span()), key(&format!("env.{k}")), format!("environment variable `{var}` is not set"))
+                            })?;
+                            env_out.insert(k.clone(), expanded);
+                        }
+                    }
+                    TransportConfig::Stdio {
+                        command: expand(command, format!("upstream[{i}].command"))?,
+                        args: u.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default(),
+                        env: env_out,
+                        cwd: u.cwd.as_ref().map(|c| base.join(c.get_ref())),
+                        per_session: u.per_session.as_ref().is_some_and(|p| *p.get_ref()),
+                    }
+                }
+                RawTransport::Http => {
+                    if let Some((k, span)) = stdio_keys.iter().find(|(_, s)| s.is_some()) {
+                        return Err(err(span.clone(), key(k), "only valid for `transport = \"stdio\"`".into()));
+                    }
+                    let Some(url) = &u.url else {
+                        return Err(err(Some(up.span()), key("url"), "missing: an http upstream needs `url`".into()));
+                    };
+                    let url_s = expand(url, format!("upstream[{i}].url"))?;
+                    match url::Url::parse(&url_s) {
+                        Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {}
+                        _ => return Err(err(Some(url.span()), key("url"), "must be an absolute http:// or https:// URL".into())),
+                    }
+                    let mut headers = Vec::new();
+                    if let Some(h) = &u.headers {
+                        for (k, v) in h.get_ref() {
+                            if k.eq_ignore_ascii_case("mcp-session-id") || k.eq_ignore_ascii_case("mcp-protocol-version") {
+                                return Err(err(Some(h.span()), key(&format!("headers.{k}")), "is managed by clawgate and cannot be set".into()));
+                            }
+                            let expanded = expand_env(v, env).map_err(|var| {
+                                err(Some(h.span()), key(&format!("headers.{k}")), format!("environment variable `{var}` is not set"))
+                            })?;
+                            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(&expanded).is_err() {
+                                return Err(err(Some(h.span()), key(&format!("headers.{k}")), "not a valid HTTP header".into()));
+                            }
+                            headers.push((k.clone(), expanded));
+                        }
+                    }
+                    TransportConfig::Http { url: url_s, headers }
+                }
+            };
+            upstreams.push(UpstreamConfig { name, prefix, timeout: u.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT), transport });
+        }
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, upstreams })
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(1, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+}
+
+/// Expands `${VAR}` references. `$$` is a literal `$`. Returns the missing variable's name.
+pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(rest.get(..i).unwrap_or_default());
+        let after = rest.get(i + 1..).unwrap_or_default();
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else { return Err(after.to_owned()) };
+            let var = body.get(..end).unwrap_or_default();
+            out.push_str(&env(var).ok_or_else(|| var.to_owned())?);
+            rest = body.get(end + 1..).unwrap_or_default();
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Durations are written `"30s"`, `"500ms"`, `"5m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like \"30s\" or \"500ms\""))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{s}` needs a unit: ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("a duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Path::new("/base"), &|k| (k == "TOKEN").then(|| "s3cret".to_owned()))
+    }
+
+    #[test]
+    fn quickstart_parses() {
+        let cfg = parse(QUICKSTART).unwrap();
+        assert!(!cfg.upstreams.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let e = parse("[listen]\nhttp = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert_eq!(e.file, Path::new("test.toml"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("bogus"), "{e}");
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\ncomand = \"y\"\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("comand"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse("[[upstream]]\nname = \"Bad_Name\"\ntransport = \"stdio\"\ncommand = \"x\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("upstream[0].name")));
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\ntimeout = \"10 parsecs\"\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.key.as_deref(), Some("upstream[0].timeout"), "{e}");
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"ftp\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = parse("[listen]\nhttp = \"nope\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen.http")));
+    }
+
+    #[test]
+    fn transport_keys_must_match_transport() {
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x/mcp\"\ncommand = \"y\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("upstream[0].command")));
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream[0].command"));
+    }
+
+    #[test]
+    fn collisions_are_rejected_at_load() {
+        let two = "[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n[[upstream]]\nname = \"b\"\nprefix = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n";
+        let e = parse(two).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(7), Some("upstream[1].prefix")));
+        let empty = "[[upstream]]\nname = \"a\"\nprefix = \"\"\ntransport = \"stdio\"\ncommand = \"x\"\n[[upstream]]\nname = \"b\"\nprefix = \"\"\ntransport = \"stdio\"\ncommand = \"x\"\n";
+        assert!(parse(empty).unwrap_err().message.contains("empty prefix"));
+        let dup = "[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n[[upstream]]\nname = \"a\"\nprefix = \"z\"\ntransport = \"stdio\"\ncommand = \"x\"\n";
+        assert!(parse(dup).unwrap_err().message.contains("twice"));
+    }
+
+    #[test]
+    fn env_references_expand_and_missing_ones_fail_without_leaking() {
+        let ok = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x/mcp\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n").unwrap();
+        let TransportConfig::Http { headers, .. } = &ok.upstreams[0].transport else { panic!() };
+        assert_eq!(headers[0].1, "Bearer s3cret");
+        assert!(!format!("{ok:?}").contains("s3cret"), "Debug must redact header values");
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x/mcp\"\nheaders = { Authorization = \"Bearer ${NOPE}\" }\n").unwrap_err();
+        assert!(e.message.contains("NOPE"));
+        assert_eq!(e.key.as_deref(), Some("upstream[0].headers.Authorization"));
+        assert_eq!(expand_env("a$$b${TOKEN}$c", &|_| Some("v".into())).unwrap(), "a$bv$c");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! clawgate: an MCP policy gateway that fronts MCP clients and federates upstream tool servers.
+//!
+//! # Layout
+//! - [`config`]: the TOML config, validated into typed structs (errors name file, key, line).
+//! - [`front`]: the Streamable HTTP front (both protocol eras on one endpoint) and the stdio front.
+//! - [`session`]: legacy-era client sessions and the way back to a client.
+//! - [`pipeline`]: the gateway core and the ordered call path of every request.
+//! - [`stages`]: the typed seams of that path (authenticate, validate, label, decide,
+//!   rate-limit, post-process, audit). They do nothing yet; see SECURITY.md.
+//! - [`catalog`]: federation — namespaced, merged tool/prompt lists and URI routing.
+//! - [`error`]: every failure, and the one place it becomes a JSON-RPC/HTTP error.
+//! - [`demo`]: the bundled demo upstream (`clawgate demo-upstream`).
+//! - [`cli`]: the command line.
+//!
+//! Outward protocols (upstream transports) live in the `clawgate-adapters` crate.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod front;
+pub mod pipeline;
+pub mod session;
+pub mod stages;
+
+pub use config::Config;
+pub use pipeline::Gateway;

@@ -1,0 +1,777 @@
+//! The gateway core: federation state and the call path.
+//!
+//! [`Gateway::handle_request`] is the one entry for client requests from every front. For a
+//! `tools/call` the path is, in order (see ARCHITECTURE.md):
+//!
+//! front → authenticate → route → validate → label → decide → rate-limit → dispatch →
+//! post-process → audit
+//!
+//! The front has already framed and limited the message and settled the era; [`Caller`] says
+//! who asks and how to reach them. Failures are [`CallError`]s, turned into JSON-RPC errors only
+//! in [`CallError::to_response`].
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use clawgate_adapters::era::{self, Envelope};
+use clawgate_adapters::jsonrpc;
+use clawgate_adapters::transport::http::HttpSpec;
+use clawgate_adapters::transport::stdio::StdioSpec;
+use clawgate_adapters::{CallOpts, Related, TransportSpec, Upstream, UpstreamEvent, UpstreamSpec};
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::catalog::{self, Catalog, Namespace, Route, UpstreamLists};
+use crate::config::{Config, TransportConfig, UpstreamConfig};
+use crate::error::CallError;
+use crate::session::{Session, Sessions, lock, new_session_id};
+use crate::stages::{self, CallInfo, Decision, Principal};
+
+/// Most pages fetched from one upstream for one list (bounds a misbehaving paginator).
+const MAX_LIST_PAGES: usize = 64;
+/// Most MRTR rounds the gateway drives on behalf of a legacy client.
+const MAX_INPUT_ROUNDS: usize = 8;
+
+/// Who is asking, and how to reach them while their request runs.
+pub struct Caller {
+    pub principal: Principal,
+    pub era: CallerEra,
+    /// Messages related to this request (progress, logging, server→client requests) go here:
+    /// the POST's SSE stream, or stdout.
+    pub out: mpsc::Sender<Value>,
+    /// `Mcp-Param-*` headers the client sent, forwarded to a 2026-07-28 upstream.
+    pub forward_headers: Vec<(String, String)>,
+}
+
+pub enum CallerEra {
+    /// 2025-11-25 and earlier: a session.
+    Legacy(Arc<Session>),
+    /// 2026-07-28: the envelope from this request's `_meta`.
+    Stateless { version: String, capabilities: Value },
+}
+
+impl Caller {
+    pub fn session(&self) -> Option<&Arc<Session>> {
+        match &self.era {
+            CallerEra::Legacy(s) => Some(s),
+            CallerEra::Stateless { .. } => None,
+        }
+    }
+
+    fn capabilities(&self) -> Value {
+        match &self.era {
+            CallerEra::Legacy(s) => s.client_capabilities.clone(),
+            CallerEra::Stateless { capabilities, .. } => capabilities.clone(),
+        }
+    }
+
+    fn is_stateless(&self) -> bool {
+        matches!(self.era, CallerEra::Stateless { .. })
+    }
+}
+
+struct Slot {
+    cfg: UpstreamConfig,
+    spec: UpstreamSpec,
+    /// Shared by every session; for `per_session` upstreams it serves lists only.
+    shared: Upstream,
+    per_session: bool,
+}
+
+pub struct Gateway {
+    cfg: Arc<Config>,
+    slots: Vec<Slot>,
+    spaces: Vec<Namespace>,
+    lists: Mutex<Vec<Option<UpstreamLists>>>,
+    /// Serialises list refreshes so that concurrent triggers do not interleave.
+    refresh_lock: tokio::sync::Mutex<()>,
+    catalog: RwLock<Arc<Catalog>>,
+    pub sessions: Sessions,
+    /// List-changed notifications for 2026-07-28 `subscriptions/listen` streams.
+    changes: broadcast::Sender<Value>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts every upstream's supervisor and the event loop.
+    pub fn start(cfg: Config) -> Result<Arc<Self>, CallError> {
+        let http = clawgate_adapters::transport::http::client(64)
+            .map_err(|e| CallError::InvalidRequest(format!("http client: {e}")))?;
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let mut slots = Vec::new();
+        for up in &cfg.upstreams {
+            let spec = upstream_spec(up, cfg.limits.max_upstream_message_bytes);
+            let shared = Upstream::start(spec.clone(), http.clone(), ev_tx.clone());
+            let per_session = matches!(up.transport, TransportConfig::Stdio { per_session: true, .. });
+            slots.push(Slot { cfg: up.clone(), spec, shared, per_session });
+        }
+        let spaces = cfg.upstreams.iter().map(|u| Namespace { prefix: u.prefix.clone() }).collect();
+        let (changes, _) = broadcast::channel(256);
+        let gw = Arc::new(Self {
+            sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
+            lists: Mutex::new(vec![None; slots.len()]),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            slots,
+            spaces,
+            cfg: Arc::new(cfg),
+            changes,
+        });
+        tokio::spawn(event_loop(Arc::downgrade(&gw), ev_rx));
+        tokio::spawn(sweep_loop(Arc::downgrade(&gw)));
+        Ok(gw)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Value> {
+        self.changes.subscribe()
+    }
+
+    /// Stops every upstream (children get SIGTERM, then SIGKILL) and closes all sessions.
+    pub async fn shutdown(&self) {
+        for s in self.sessions.all() {
+            if let Some(s) = self.sessions.remove(&s.id) {
+                s.close().await;
+            }
+        }
+        for slot in &self.slots {
+            slot.shared.shutdown().await;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Handshakes
+
+    /// Legacy `initialize`: negotiates a version and opens a session.
+    pub fn initialize(&self, params: Option<&Map<String, Value>>) -> Result<(Arc<Session>, Value), CallError> {
+        let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or(era::LEGACY_LATEST);
+        let version = if era::LEGACY_VERSIONS.contains(&requested) { requested } else { era::LEGACY_LATEST };
+        let caps = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or_else(|| json!({}));
+        let info = params.and_then(|p| p.get("clientInfo")).cloned().unwrap_or(Value::Null);
+        let session = Arc::new(Session::new(new_session_id()?, version.to_owned(), caps, info));
+        session.touch();
+        self.sessions.insert(Arc::clone(&session))?;
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": server_capabilities(),
+            "serverInfo": server_info(),
+        });
+        if let Some(instr) = self.instructions() {
+            result["instructions"] = instr.into();
+        }
+        Ok((session, result))
+    }
+
+    fn discover(&self) -> Value {
+        let mut result = json!({
+            "supportedVersions": era::MODERN_VERSIONS,
+            "capabilities": server_capabilities(),
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {era::META_SERVER_INFO: server_info()},
+        });
+        if let Some(instr) = self.instructions() {
+            result["instructions"] = instr.into();
+        }
+        result
+    }
+
+    fn instructions(&self) -> Option<String> {
+        // Upstream instructions are not forwarded yet: they are model-visible text from the
+        // upstream and will pass through the same sanitiser as tool descriptions first.
+        None
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Entry points
+
+    /// Handles one client request and returns the full JSON-RPC response (with the client's id).
+    pub async fn handle_request(&self, caller: &Caller, req: Value) -> Value {
+        let id = req.get("id").cloned().unwrap_or(Value::Null);
+        let method = jsonrpc::method(&req).unwrap_or_default().to_owned();
+        let mut resp = match self.route_request(caller, &method, req).await {
+            Ok(Reply::Result(result)) => jsonrpc::result(Value::Null, result),
+            Ok(Reply::Message(msg)) => msg,
+            Err(e) => {
+                if matches!(e, CallError::Upstream(_)) {
+                    tracing::warn!(%method, error = %e, "call failed upstream");
+                }
+                e.to_response(Value::Null)
+            }
+        };
+        if caller.is_stateless() {
+            complete_for_stateless(&method, &mut resp);
+        }
+        if let Some(o) = resp.as_object_mut() {
+            o.insert("id".into(), id);
+        }
+        resp
+    }
+
+    async fn route_request(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
+        match method {
+            "ping" => Ok(Reply::Result(json!({}))),
+            "server/discover" => Ok(Reply::Result(self.discover())),
+            "initialize" => Err(CallError::InvalidRequest("session already initialized".into())),
+            "tools/list" => Ok(Reply::Result(json!({"tools": self.catalog().await.tools.clone()}))),
+            "prompts/list" => Ok(Reply::Result(json!({"prompts": self.catalog().await.prompts.clone()}))),
+            "resources/list" => self.list_resources(caller, "resources/list", "resources").await,
+            "resources/templates/list" => self.list_resources(caller, "resources/templates/list", "resourceTemplates").await,
+            "tools/call" | "prompts/get" | "resources/read" => self.call(caller, method, req).await,
+            "completion/complete" => self.complete(caller, req).await,
+            "resources/subscribe" | "resources/unsubscribe" => self.subscribe(caller, method, req).await,
+            "logging/setLevel" => self.set_level(caller, req).await,
+            _ => self.passthrough(caller, method, req).await,
+        }
+    }
+
+    /// A client notification.
+    pub async fn handle_notification(&self, caller: &Caller, msg: Value) {
+        match jsonrpc::method(&msg).unwrap_or_default() {
+            "notifications/initialized" => {}
+            "notifications/cancelled" => {
+                if let (Some(s), Some(rid)) = (caller.session(), jsonrpc::params(&msg).and_then(|p| p.get("requestId"))) {
+                    s.cancel(rid);
+                }
+            }
+            "notifications/roots/list_changed" => {
+                for i in 0..self.slots.len() {
+                    if let Ok(up) = self.upstream_for(caller, i).await {
+                        let _ = up.notify(msg.clone()).await;
+                    }
+                }
+            }
+            other => {
+                if self.slots.len() == 1 {
+                    if let Ok(up) = self.upstream_for(caller, 0).await {
+                        let _ = up.notify(msg.clone()).await;
+                    }
+                } else {
+                    tracing::debug!(method = other, "client notification with no owning upstream dropped");
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The call path
+
+    /// `tools/call`, `prompts/get` and `resources/read`: one ordered pipeline.
+    async fn call(&self, caller: &Caller, method: &str, mut req: Value) -> Result<Reply, CallError> {
+        // Stage "authenticate": the front attached the principal to the caller.
+        let principal = &caller.principal;
+
+        // Stage "route": the client-visible name → (upstream, original name). Unknown names fail
+        // here and nothing is sent anywhere.
+        let target = target_of(method, &req)?;
+        let route = self.route(method, &target).await?;
+        let slot = self.slots.get(route.upstream).ok_or(CallError::ShuttingDown)?;
+        let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments")).cloned();
+        let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments: arguments.as_ref() };
+
+        // Stage "validate": arguments against the pinned schema.
+        stages::validate(&info).map_err(CallError::InvalidParams)?;
+        // Stage "label": argument provenance.
+        stages::label(&info);
+        // Stage "decide": Biscuit ∧ Cedar ∧ labels.
+        let decision = stages::decide(principal, &info);
+        if let Decision::Deny { reason } = &decision {
+            stages::audit(principal, &info, &decision, false);
+            return Err(CallError::InvalidRequest(format!("denied: {reason:?}")));
+        }
+        // Stage "rate-limit".
+        stages::rate_limit(principal, &info).map_err(|()| CallError::InvalidRequest("rate limited".into()))?;
+
+        // Stage "dispatch": rewrite the name back to the upstream's and send.
+        let key = if method == "resources/read" { "uri" } else { "name" };
+        if let Some(p) = jsonrpc::params_mut(&mut req) {
+            p.insert(key.into(), route.original.clone().into());
+        }
+        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+
+        // Stage "post-process": namespace URIs the result carries; sanitising comes later.
+        if let Some(result) = resp.get_mut("result") {
+            catalog::namespace_uris(&self.spaces[route.upstream], result);
+        }
+        stages::post_process(&info, &mut resp);
+
+        // Stage "audit".
+        stages::audit(principal, &info, &decision, resp.get("error").is_none());
+        Ok(Reply::Message(resp))
+    }
+
+    async fn route(&self, method: &str, target: &str) -> Result<Route, CallError> {
+        match method {
+            "tools/call" => self.catalog().await.tool(target).cloned().ok_or_else(|| CallError::UnknownTool(target.into())),
+            "prompts/get" => self.catalog().await.prompt(target).cloned().ok_or_else(|| CallError::UnknownPrompt(target.into())),
+            _ => catalog::route_uri(&self.spaces, target).ok_or_else(|| CallError::UnknownResource(target.into())),
+        }
+    }
+
+    /// Sends a request to an upstream and relays everything the upstream says about it until
+    /// the response arrives. For a legacy client facing a 2026-07-28 upstream it also drives
+    /// MRTR rounds (`input_required`) by asking the client through ordinary server requests.
+    async fn dispatch(&self, caller: &Caller, idx: usize, req: Value) -> Result<Value, CallError> {
+        let up = self.upstream_for(caller, idx).await?;
+        let mut req = req;
+        for _round in 0..MAX_INPUT_ROUNDS {
+            let resp = self.dispatch_once(caller, &up, req.clone()).await?;
+            let needs_input = resp.get("result").and_then(|r| r.get("resultType")).and_then(Value::as_str) == Some("input_required");
+            let Some(session) = caller.session().filter(|_| needs_input) else { return Ok(resp) };
+            // A legacy client cannot see `input_required`: ask it each question as a server
+            // request, then retry with the answers (and the opaque requestState, byte for byte).
+            let result = resp.get("result").cloned().unwrap_or(Value::Null);
+            let mut answers = Map::new();
+            if let Some(Value::Object(reqs)) = result.get("inputRequests") {
+                for (key, ir) in reqs {
+                    let m = ir.get("method").and_then(Value::as_str).unwrap_or_default();
+                    let ask = jsonrpc::request(Value::Null, m, ir.get("params").cloned());
+                    let answer = self.ask(session, &caller.out, ask).await?;
+                    match answer.get("result") {
+                        Some(r) => {
+                            answers.insert(key.clone(), r.clone());
+                        }
+                        None => return Ok(resp),
+                    }
+                }
+            }
+            if let Some(p) = jsonrpc::params_mut(&mut req) {
+                p.insert("inputResponses".into(), Value::Object(answers));
+                match result.get("requestState") {
+                    Some(s) => p.insert("requestState".into(), s.clone()),
+                    None => p.remove("requestState"),
+                };
+            }
+        }
+        Err(CallError::InvalidRequest(format!("more than {MAX_INPUT_ROUNDS} input rounds")))
+    }
+
+    async fn dispatch_once(&self, caller: &Caller, up: &Upstream, req: Value) -> Result<Value, CallError> {
+        let (rel_tx, mut rel_rx) = mpsc::channel(64);
+        let opts = CallOpts {
+            related: Some(rel_tx),
+            envelope: Envelope { client_capabilities: Some(caller.capabilities()), headers: caller.forward_headers.clone() },
+            timeout: None,
+        };
+        let call = up.request(req, opts);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                Some(rel) = rel_rx.recv() => self.relay_related(caller, up, rel),
+                resp = &mut call => {
+                    // Whatever the upstream said before its response goes out before it.
+                    while let Ok(rel) = rel_rx.try_recv() {
+                        self.relay_related(caller, up, rel);
+                    }
+                    return resp.map_err(CallError::from);
+                }
+            }
+        }
+    }
+
+    /// Relays one message the upstream sent about a call in flight.
+    fn relay_related(&self, caller: &Caller, up: &Upstream, rel: Related) {
+        match rel {
+            Related::Notification(msg) => {
+                if caller.out.try_send(msg).is_err() {
+                    tracing::debug!("client stream full or closed; notification dropped");
+                }
+            }
+            Related::Request(msg) => {
+                let upstream_id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let up = up.clone();
+                let out = caller.out.clone();
+                let session = caller.session().cloned();
+                let timeout = self.cfg.limits.client_request_timeout;
+                tokio::spawn(async move {
+                    let answer = match session {
+                        Some(s) => ask_session(&s, &out, msg, timeout).await,
+                        None => Err(CallError::ClientCannot("server-initiated (2026-07-28 clients answer input_required instead)".into())),
+                    };
+                    let mut resp = match answer {
+                        Ok(r) => r,
+                        Err(e) => e.to_response(Value::Null),
+                    };
+                    if let Some(o) = resp.as_object_mut() {
+                        o.insert("id".into(), upstream_id);
+                    }
+                    let _ = up.respond(resp).await;
+                });
+            }
+        }
+    }
+
+    async fn ask(&self, session: &Session, out: &mpsc::Sender<Value>, req: Value) -> Result<Value, CallError> {
+        ask_session(session, out, req, self.cfg.limits.client_request_timeout).await
+    }
+
+    /// The upstream instance serving this caller: the shared one, or the session's own for
+    /// `per_session` upstreams (started on first use).
+    async fn upstream_for(&self, caller: &Caller, idx: usize) -> Result<Upstream, CallError> {
+        let slot = self.slots.get(idx).ok_or(CallError::ShuttingDown)?;
+        let Some(session) = caller.session().filter(|_| slot.per_session) else { return Ok(slot.shared.clone()) };
+        if let Some(u) = lock(&session.own_upstreams).get(&idx) {
+            return Ok(u.clone());
+        }
+        let http = clawgate_adapters::transport::http::client(4).map_err(|e| CallError::InvalidRequest(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(256);
+        let up = Upstream::start(slot.spec.clone(), http, tx);
+        tokio::spawn(session_event_loop(Arc::downgrade(session), rx));
+        let mut own = lock(&session.own_upstreams);
+        Ok(own.entry(idx).or_insert(up).clone())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Other routed methods
+
+    async fn complete(&self, caller: &Caller, mut req: Value) -> Result<Reply, CallError> {
+        let r = jsonrpc::params(&req).and_then(|p| p.get("ref")).cloned().unwrap_or(Value::Null);
+        let (route, key) = match r.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+                (self.route("prompts/get", name).await?, "name")
+            }
+            Some("ref/resource") => {
+                let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default();
+                (self.route("resources/read", uri).await?, "uri")
+            }
+            _ => return Err(CallError::InvalidParams("`ref.type` must be `ref/prompt` or `ref/resource`".into())),
+        };
+        if let Some(rf) = jsonrpc::params_mut(&mut req).and_then(|p| p.get_mut("ref")).and_then(Value::as_object_mut) {
+            rf.insert(key.into(), route.original.into());
+        }
+        Ok(Reply::Message(self.dispatch(caller, route.upstream, req).await?))
+    }
+
+    async fn subscribe(&self, caller: &Caller, method: &str, mut req: Value) -> Result<Reply, CallError> {
+        let uri = jsonrpc::params(&req).and_then(|p| p.get("uri")).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let route = self.route("resources/read", &uri).await?;
+        if let Some(p) = jsonrpc::params_mut(&mut req) {
+            p.insert("uri".into(), route.original.into());
+        }
+        let resp = self.dispatch(caller, route.upstream, req).await?;
+        if let (Some(s), None) = (caller.session(), resp.get("error")) {
+            let mut subs = lock(&s.subscriptions);
+            if method == "resources/subscribe" { subs.insert(uri) } else { subs.remove(&uri) };
+        }
+        Ok(Reply::Message(resp))
+    }
+
+    async fn set_level(&self, caller: &Caller, req: Value) -> Result<Reply, CallError> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Ok(up) = self.upstream_for(caller, i).await else { continue };
+            if let Ok(info) = up.info().await {
+                if info.era == era::Era::Legacy && info.capabilities.get("logging").is_some() {
+                    if let Err(e) = up.request(req.clone(), CallOpts::default()).await {
+                        tracing::debug!(upstream = %slot.cfg.name, error = %e, "logging/setLevel failed");
+                    }
+                }
+            }
+        }
+        Ok(Reply::Result(json!({})))
+    }
+
+    /// Methods the gateway does not know are relayed untouched when there is exactly one
+    /// upstream to own them.
+    async fn passthrough(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
+        if self.slots.len() != 1 {
+            return Err(CallError::MethodNotFound(method.into()));
+        }
+        Ok(Reply::Message(self.dispatch(caller, 0, req).await?))
+    }
+
+    async fn list_resources(&self, caller: &Caller, method: &str, key: &str) -> Result<Reply, CallError> {
+        let mut all = Vec::new();
+        for (i, _) in self.slots.iter().enumerate() {
+            let Ok(up) = self.upstream_for(caller, i).await else { continue };
+            let Ok(info) = up.info().await else { continue };
+            if info.capabilities.get("resources").is_none() {
+                continue;
+            }
+            match fetch_all(&up, method, key).await {
+                Ok(items) => {
+                    let mut wrapped = json!({ key: items });
+                    catalog::namespace_uris(&self.spaces[i], &mut wrapped);
+                    if let Some(Value::Array(items)) = wrapped.get_mut(key).map(Value::take) {
+                        all.extend(items);
+                    }
+                }
+                Err(e) => tracing::warn!(upstream = %up.name(), error = %e, "{method} failed"),
+            }
+        }
+        Ok(Reply::Result(json!({ key: all })))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Federation state
+
+    /// The current catalog; upstreams never listed yet are listed first.
+    pub async fn catalog(&self) -> Arc<Catalog> {
+        let missing: Vec<usize> = lock(&self.lists).iter().enumerate().filter(|(_, l)| l.is_none()).map(|(i, _)| i).collect();
+        if !missing.is_empty() {
+            let _g = self.refresh_lock.lock().await;
+            for i in missing {
+                if lock(&self.lists).get(i).is_some_and(Option::is_none) {
+                    let _ = self.refresh_unlocked(i).await;
+                }
+            }
+        }
+        Arc::clone(&self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Re-lists one upstream's tools and prompts. Returns which lists changed.
+    async fn refresh(&self, idx: usize) -> (bool, bool) {
+        let _g = self.refresh_lock.lock().await;
+        self.refresh_unlocked(idx).await
+    }
+
+    async fn refresh_unlocked(&self, idx: usize) -> (bool, bool) {
+        let Some(slot) = self.slots.get(idx) else { return (false, false) };
+        let up = &slot.shared;
+        let info = match up.info().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(upstream = %slot.cfg.name, error = %e, "cannot list: upstream unavailable");
+                return (false, false);
+            }
+        };
+        let mut fresh = UpstreamLists::default();
+        if info.capabilities.get("tools").is_some() {
+            match fetch_all(up, "tools/list", "tools").await {
+                Ok(t) => fresh.tools = t,
+                Err(e) => {
+                    tracing::warn!(upstream = %slot.cfg.name, error = %e, "tools/list failed");
+                    return (false, false);
+                }
+            }
+        }
+        if info.capabilities.get("prompts").is_some() {
+            match fetch_all(up, "prompts/list", "prompts").await {
+                Ok(p) => fresh.prompts = p,
+                Err(e) => tracing::warn!(upstream = %slot.cfg.name, error = %e, "prompts/list failed"),
+            }
+        }
+        let mut lists = lock(&self.lists);
+        let old = lists.get(idx).cloned().flatten();
+        let changed = (
+            old.as_ref().is_none_or(|o| o.tools != fresh.tools),
+            old.as_ref().is_none_or(|o| o.prompts != fresh.prompts),
+        );
+        if let Some(l) = lists.get_mut(idx) {
+            *l = Some(fresh);
+        }
+        let cat = Catalog::build(&self.spaces, &lists);
+        drop(lists);
+        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);
+        changed
+    }
+
+    /// Sends a notification to every session's standalone stream and to 2026 subscribers.
+    fn broadcast(&self, msg: Value) {
+        for s in self.sessions.all() {
+            s.send_standalone(msg.clone());
+        }
+        let _ = self.changes.send(msg);
+    }
+
+    fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.cfg.name == name)
+    }
+
+    async fn on_event(&self, ev: UpstreamEvent) {
+        match ev {
+            UpstreamEvent::Connected { upstream } => {
+                let Some(i) = self.upstream_index(&upstream) else { return };
+                let had = lock(&self.lists).get(i).is_some_and(Option::is_some);
+                let (tools, prompts) = self.refresh(i).await;
+                if had && tools {
+                    self.broadcast(jsonrpc::notification("notifications/tools/list_changed", None));
+                }
+                if had && prompts {
+                    self.broadcast(jsonrpc::notification("notifications/prompts/list_changed", None));
+                }
+            }
+            UpstreamEvent::Notification { upstream, msg } => {
+                let Some(i) = self.upstream_index(&upstream) else { return };
+                match jsonrpc::method(&msg).unwrap_or_default() {
+                    "notifications/tools/list_changed" | "notifications/prompts/list_changed" => {
+                        // Re-list first, then tell clients, so their re-list sees the change.
+                        self.refresh(i).await;
+                        self.broadcast(msg);
+                    }
+                    "notifications/resources/list_changed" => self.broadcast(msg),
+                    "notifications/resources/updated" => {
+                        let mut msg = msg;
+                        let Some(uri) = jsonrpc::params_mut(&mut msg).and_then(|p| p.get_mut("uri")) else { return };
+                        let exposed = self.spaces[i].uri(uri.as_str().unwrap_or_default());
+                        *uri = exposed.clone().into();
+                        for s in self.sessions.all() {
+                            if lock(&s.subscriptions).contains(&exposed) {
+                                s.send_standalone(msg.clone());
+                            }
+                        }
+                    }
+                    m => tracing::debug!(%upstream, method = m, "upstream notification outside any call dropped (no session to route it to)"),
+                }
+            }
+            UpstreamEvent::Request { upstream, msg } => {
+                // A shared upstream asked something outside any call: no client can be chosen
+                // without guessing, and guessing would leak across sessions.
+                let Some(i) = self.upstream_index(&upstream) else { return };
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let resp = jsonrpc::error(id, jsonrpc::code::METHOD_NOT_FOUND, "no client session to route this request to", None);
+                let _ = self.slots[i].shared.respond(resp).await;
+            }
+        }
+    }
+}
+
+/// What a routed method produced: a bare result, or a whole upstream response (whose error,
+/// if any, is relayed as the upstream gave it).
+enum Reply {
+    Result(Value),
+    Message(Value),
+}
+
+fn target_of(method: &str, req: &Value) -> Result<String, CallError> {
+    let key = if method == "resources/read" { "uri" } else { "name" };
+    jsonrpc::params(req)
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| CallError::InvalidParams(format!("`params.{key}` must be a string")))
+}
+
+async fn ask_session(session: &Session, out: &mpsc::Sender<Value>, req: Value, timeout: Duration) -> Result<Value, CallError> {
+    let method = jsonrpc::method(&req).unwrap_or_default().to_owned();
+    let needed = match method.as_str() {
+        "sampling/createMessage" => Some("sampling"),
+        "elicitation/create" => Some("elicitation"),
+        "roots/list" => Some("roots"),
+        _ => None,
+    };
+    if let Some(cap) = needed {
+        if !session.can(cap) {
+            return Err(CallError::ClientCannot(method));
+        }
+    }
+    session.ask_client(req, out, timeout).await
+}
+
+/// Fetches every page of a list from one upstream.
+async fn fetch_all(up: &Upstream, method: &str, key: &str) -> Result<Vec<Value>, CallError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..MAX_LIST_PAGES {
+        let params = cursor.take().map(|c| json!({"cursor": c}));
+        let resp = up.request(jsonrpc::request(Value::Null, method, params), CallOpts::default()).await?;
+        let Some(result) = resp.get("result") else {
+            return Err(CallError::InvalidRequest(format!("{method} failed upstream")));
+        };
+        if let Some(Value::Array(page)) = result.get(key) {
+            items.extend(page.iter().cloned());
+        }
+        match result.get("nextCursor") {
+            Some(c) if !c.is_null() => cursor = Some(c.clone()),
+            _ => return Ok(items),
+        }
+    }
+    Ok(items)
+}
+
+/// Results on the 2026-07-28 wire carry `resultType`, and list results carry cache hints.
+fn complete_for_stateless(method: &str, resp: &mut Value) {
+    let Some(result) = resp.get_mut("result").and_then(Value::as_object_mut) else { return };
+    result.entry("resultType").or_insert_with(|| "complete".into());
+    if matches!(method, "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read" | "server/discover") {
+        result.entry("ttlMs").or_insert_with(|| 0.into());
+        result.entry("cacheScope").or_insert_with(|| "private".into());
+    }
+}
+
+pub fn server_info() -> Value {
+    json!({"name": "clawgate", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn server_capabilities() -> Value {
+    json!({
+        "tools": {"listChanged": true},
+        "prompts": {"listChanged": true},
+        "resources": {"subscribe": true, "listChanged": true},
+        "logging": {},
+        "completions": {},
+    })
+}
+
+/// What the gateway declares to upstreams as their client: it can relay sampling, elicitation
+/// and roots requests to the client session that caused them.
+fn gateway_client_capabilities() -> Value {
+    json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}})
+}
+
+fn upstream_spec(up: &UpstreamConfig, max_message: usize) -> UpstreamSpec {
+    let transport = match &up.transport {
+        TransportConfig::Stdio { command, args, env, cwd, .. } => {
+            TransportSpec::Stdio(StdioSpec { command: command.clone(), args: args.clone(), env: env.clone(), cwd: cwd.clone() })
+        }
+        TransportConfig::Http { url, headers } => TransportSpec::Http(HttpSpec { url: url.clone(), headers: headers.clone() }),
+    };
+    UpstreamSpec {
+        name: up.name.clone(),
+        transport,
+        timeout: up.timeout,
+        max_message,
+        client_info: server_info(),
+        client_capabilities: gateway_client_capabilities(),
+    }
+}
+
+async fn event_loop(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<UpstreamEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let Some(gw) = gw.upgrade() else { return };
+        gw.on_event(ev).await;
+    }
+}
+
+/// Events from a session's own (`per_session`) upstream belong to that session alone.
+async fn session_event_loop(session: std::sync::Weak<Session>, mut rx: mpsc::Receiver<UpstreamEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let Some(s) = session.upgrade() else { return };
+        match ev {
+            UpstreamEvent::Notification { msg, .. } => s.send_standalone(msg),
+            UpstreamEvent::Request { .. } | UpstreamEvent::Connected { .. } => {}
+        }
+    }
+}
+
+async fn sweep_loop(gw: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        for s in gw.sessions.sweep() {
+            tracing::debug!(session = %s.id, "idle session closed");
+            s.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stateless_results_get_result_type_and_cache_hints() {
+        let mut r = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}});
+        complete_for_stateless("tools/list", &mut r);
+        assert_eq!(r["result"]["resultType"], "complete");
+        assert_eq!(r["result"]["cacheScope"], "private");
+        let mut r = json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required"}});
+        complete_for_stateless("tools/call", &mut r);
+        assert_eq!(r["result"]["resultType"], "input_required");
+        assert!(r["result"].get("ttlMs").is_none());
+    }
+}

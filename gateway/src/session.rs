@@ -1,0 +1,242 @@
+//! Client sessions (legacy era) and the way back to a client.
+//!
+//! A legacy client opens a session with `initialize`; the gateway keeps what it declared (protocol
+//! version, capabilities), its standalone stream (the GET stream, or stdout on stdio), the
+//! server→client requests awaiting its answers, its in-flight calls (for cancellation) and its
+//! resource subscriptions. A 2026-07-28 client has no session: each request stands alone.
+//!
+//! The session id is 128 random bits from the OS CSPRNG. It routes messages; it never
+//! authenticates anyone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use clawgate_adapters::Upstream;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::error::CallError;
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a single map/set operation: a poisoned lock still guards
+    // consistent data.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A new session id: 128 bits from the OS CSPRNG, hex-encoded (visible ASCII, as MCP requires).
+pub fn new_session_id() -> Result<String, CallError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|_| CallError::InvalidRequest("no entropy for a session id".into()))?;
+    Ok(hex::encode(b))
+}
+
+pub struct Session {
+    pub id: String,
+    pub protocol_version: String,
+    pub client_capabilities: Value,
+    pub client_info: Value,
+    created: Instant,
+    last_seen_ms: AtomicU64,
+    /// Messages not tied to a request (list_changed, resource updates): the GET stream or stdout.
+    standalone: Mutex<Option<mpsc::Sender<Value>>>,
+    /// Server→client requests we forwarded, by the id we gave them.
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    next_request: AtomicU64,
+    /// The client's in-flight requests, by their JSON id text, for `notifications/cancelled`.
+    inflight: Mutex<HashMap<String, AbortHandle>>,
+    pub subscriptions: Mutex<HashSet<String>>,
+    /// Upstreams with `per_session = true`, started for this session on first use.
+    pub own_upstreams: Mutex<HashMap<usize, Upstream>>,
+}
+
+impl Session {
+    pub fn new(id: String, protocol_version: String, client_capabilities: Value, client_info: Value) -> Self {
+        Self {
+            id,
+            protocol_version,
+            client_capabilities,
+            client_info,
+            created: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            standalone: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            inflight: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashSet::new()),
+            own_upstreams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.created.elapsed().saturating_sub(Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Did the client declare this capability (`sampling`, `elicitation`, `roots`)?
+    pub fn can(&self, capability: &str) -> bool {
+        self.client_capabilities.get(capability).is_some()
+    }
+
+    /// Installs the standalone stream, replacing (and so closing) any previous one.
+    pub fn set_standalone(&self, tx: mpsc::Sender<Value>) {
+        *lock(&self.standalone) = Some(tx);
+    }
+
+    /// Sends a message on the standalone stream; dropped when there is none (as MCP allows).
+    pub fn send_standalone(&self, msg: Value) {
+        let tx = lock(&self.standalone).clone();
+        if let Some(tx) = tx {
+            if tx.try_send(msg).is_err() {
+                tracing::debug!(session = %self.id, "standalone stream full or closed; message dropped");
+            }
+        }
+    }
+
+    pub fn has_standalone(&self) -> bool {
+        lock(&self.standalone).as_ref().is_some_and(|t| !t.is_closed())
+    }
+
+    /// Forwards a server→client request over `out`, and waits for the client's answer.
+    /// The request gets a gateway id (`cg-<n>`); the answer comes back with it.
+    pub async fn ask_client(&self, mut request: Value, out: &mpsc::Sender<Value>, timeout: Duration) -> Result<Value, CallError> {
+        let id = format!("cg-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        if let Some(o) = request.as_object_mut() {
+            o.insert("id".into(), id.clone().into());
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        if out.send(request).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(CallError::ClientCannot("server-initiated".into()));
+        }
+        let res = tokio::time::timeout(timeout, rx).await;
+        lock(&self.pending).remove(&id);
+        match res {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(CallError::ShuttingDown),
+            Err(_) => Err(CallError::ClientTimeout(timeout)),
+        }
+    }
+
+    /// Delivers a client's answer to a request we forwarded. `false` if nobody waits for it.
+    pub fn complete(&self, response: Value) -> bool {
+        let Some(id) = response.get("id").and_then(Value::as_str) else { return false };
+        match lock(&self.pending).remove(id) {
+            Some(tx) => tx.send(response).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn track(&self, client_id: &Value, handle: AbortHandle) {
+        lock(&self.inflight).insert(client_id.to_string(), handle);
+    }
+
+    pub fn untrack(&self, client_id: &Value) {
+        lock(&self.inflight).remove(&client_id.to_string());
+    }
+
+    /// Aborts an in-flight request (the client sent `notifications/cancelled`). Dropping the
+    /// call's future cancels it upstream too.
+    pub fn cancel(&self, client_id: &Value) -> bool {
+        match lock(&self.inflight).remove(&client_id.to_string()) {
+            Some(h) => {
+                h.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub async fn close(&self) {
+        for (_, h) in lock(&self.inflight).drain() {
+            h.abort();
+        }
+        lock(&self.pending).clear();
+        *lock(&self.standalone) = None;
+        let ups: Vec<Upstream> = lock(&self.own_upstreams).drain().map(|(_, u)| u).collect();
+        for u in ups {
+            u.shutdown().await;
+        }
+    }
+}
+
+/// All live sessions, bounded in number and swept when idle.
+pub struct Sessions {
+    map: RwLock<HashMap<String, Arc<Session>>>,
+    max: usize,
+    idle_timeout: Duration,
+}
+
+impl Sessions {
+    pub fn new(max: usize, idle_timeout: Duration) -> Self {
+        Self { map: RwLock::new(HashMap::new()), max, idle_timeout }
+    }
+
+    pub fn insert(&self, s: Arc<Session>) -> Result<(), CallError> {
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= self.max {
+            return Err(CallError::TooManySessions);
+        }
+        map.insert(s.id.clone(), s);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let s = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned();
+        if let Some(s) = &s {
+            s.touch();
+        }
+        s
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes sessions idle longer than the timeout; returns them so the caller can close them.
+    pub fn sweep(&self) -> Vec<Arc<Session>> {
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle: Vec<String> = map.iter().filter(|(_, s)| s.idle_for() > self.idle_timeout).map(|(k, _)| k.clone()).collect();
+        idle.iter().filter_map(|k| map.remove(k)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_128_bit_hex_and_distinct() {
+        let a = new_session_id().unwrap();
+        let b = new_session_id().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn session_limit_is_enforced() {
+        let s = Sessions::new(1, Duration::from_secs(60));
+        s.insert(Arc::new(Session::new("a".into(), "v".into(), Value::Null, Value::Null))).unwrap();
+        assert!(matches!(s.insert(Arc::new(Session::new("b".into(), "v".into(), Value::Null, Value::Null))), Err(CallError::TooManySessions)));
+    }
+}

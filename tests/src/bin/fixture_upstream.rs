@@ -1,0 +1,257 @@
+//! A fixture MCP server for clawgate's tests and load runs (2025-11-25 era).
+//!
+//! `fixture-upstream stdio [--name N]` or `fixture-upstream http --port P [--name N]`.
+//!
+//! Tools: `echo` (returns its whole `params`, so tests can see exactly what arrived), `work`
+//! (busy-waits `ms` milliseconds), `hang` (never answers), `crash` (exits the process mid-call),
+//! `progress` (sends `steps` progress notifications), `vendor` (a result full of fields a relay
+//! must keep), and, over stdio, `sample`/`elicit`/`roots` (server→client requests) and
+//! `change_tools` (emits `tools/list_changed` and adds a tool).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+struct Fixture {
+    name: String,
+    extra_tool: AtomicBool,
+}
+
+impl Fixture {
+    fn tools(&self) -> Value {
+        let any = json!({"type": "object"});
+        let mut t = vec![
+            json!({"name": "echo", "description": format!("Echo from {}", self.name), "inputSchema": any}),
+            json!({"name": "work", "description": "Busy-wait `ms` milliseconds.", "inputSchema": {"type": "object", "properties": {"ms": {"type": "integer"}}}}),
+            json!({"name": "hang", "description": "Never answers.", "inputSchema": any}),
+            json!({"name": "crash", "description": "Exits mid-call.", "inputSchema": any}),
+            json!({"name": "progress", "description": "Sends progress.", "inputSchema": any}),
+            json!({"name": "vendor", "description": "Returns vendor fields.", "inputSchema": any, "x-vendor-tool": {"keep": true}, "execution": {"taskSupport": "optional"}}),
+            json!({"name": "sample", "description": "Asks the client to sample.", "inputSchema": any}),
+            json!({"name": "elicit", "description": "Asks the user.", "inputSchema": any}),
+            json!({"name": "roots", "description": "Asks for roots.", "inputSchema": any}),
+            json!({"name": "change_tools", "description": "Adds a tool and says so.", "inputSchema": any}),
+        ];
+        if self.extra_tool.load(Ordering::Relaxed) {
+            t.push(json!({"name": "added", "description": "Appeared after change_tools.", "inputSchema": any}));
+        }
+        Value::Array(t)
+    }
+}
+
+fn ok(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+fn text(t: &str) -> Value {
+    json!({"content": [{"type": "text", "text": t}]})
+}
+
+fn busy(ms: u64) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// Answers the methods that need no client interaction. `None` for the interactive tools.
+fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
+    let id = msg.get("id")?;
+    let method = msg.get("method")?.as_str()?;
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    Some(match method {
+        "initialize" => ok(id, json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {"listChanged": true}, "logging": {}},
+            "serverInfo": {"name": fx.name, "version": "1"},
+        })),
+        "ping" => ok(id, json!({})),
+        "tools/list" => ok(id, json!({"tools": fx.tools()})),
+        "logging/setLevel" => ok(id, json!({})),
+        "tools/call" => {
+            let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+            let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+            match name {
+                "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "params": params}})),
+                "work" => {
+                    busy(args.get("ms").and_then(Value::as_u64).unwrap_or(1));
+                    ok(id, text("worked"))
+                }
+                "vendor" => ok(id, json!({
+                    "content": [{"type": "text", "text": "v"}, {"type": "resource_link", "uri": "fx://thing", "name": "thing", "x-link": 1}],
+                    "structuredContent": {"nested": {"a": [1, 2.5, "x", null, true]}, "big": 12345678901234567i64},
+                    "_meta": {"vendor.example/trace": "abc", "progressToken": "not-rewritten"},
+                    "x-vendor-result": {"k": "v"},
+                    "isError": false,
+                })),
+                "hang" | "crash" | "progress" | "sample" | "elicit" | "roots" | "change_tools" => return None,
+                _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool: {name}")}}),
+            }
+        }
+        _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("method not found: {method}"), "data": {"x-echo-method": method}}}),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdio
+
+async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
+    let (out_tx, mut out_rx) = mpsc::channel::<Value>(1024);
+    tokio::spawn(async move {
+        let mut out = tokio::io::stdout();
+        while let Some(m) = out_rx.recv().await {
+            if out.write_all(format!("{m}\n").as_bytes()).await.is_err() || out.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let pending: Arc<Mutex<std::collections::HashMap<String, oneshot::Sender<Value>>>> = Arc::default();
+    let mut next = 0u64;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        if msg.get("method").is_none() {
+            if let Some(id) = msg.get("id").map(|i| i.to_string()) {
+                if let Some(tx) = pending.lock().await.remove(&id) {
+                    let _ = tx.send(msg);
+                }
+            }
+            continue;
+        }
+        if msg.get("id").is_none() {
+            continue;
+        }
+        if let Some(resp) = simple(&fx, &msg) {
+            let _ = out_tx.send(resp).await;
+            continue;
+        }
+        let id = msg["id"].clone();
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let name = params.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+        next += 1;
+        let ask_id = format!("fx-{next}");
+        let out = out_tx.clone();
+        let pending = Arc::clone(&pending);
+        let fx = Arc::clone(&fx);
+        tokio::spawn(async move {
+            let ask = |method: &str, p: Value| {
+                let out = out.clone();
+                let pending = Arc::clone(&pending);
+                let ask_id = ask_id.clone();
+                let method = method.to_owned();
+                async move {
+                    let (tx, rx) = oneshot::channel();
+                    pending.lock().await.insert(Value::String(ask_id.clone()).to_string(), tx);
+                    let _ = out.send(json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": p})).await;
+                    rx.await.unwrap_or(Value::Null)
+                }
+            };
+            let resp = match name.as_str() {
+                "hang" => return,
+                "crash" => std::process::exit(3),
+                "progress" => {
+                    let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(3);
+                    let token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
+                    for i in 1..=steps {
+                        if let Some(t) = &token {
+                            let _ = out.send(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": t, "progress": i, "total": steps}})).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    ok(&id, text(&format!("{} steps", steps)))
+                }
+                "sample" => {
+                    let a = ask("sampling/createMessage", json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 10})).await;
+                    ok(&id, json!({"content": [{"type": "text", "text": "sampled"}], "structuredContent": {"answer": a}}))
+                }
+                "elicit" => {
+                    let a = ask("elicitation/create", json!({"message": "name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}})).await;
+                    ok(&id, json!({"content": [{"type": "text", "text": "elicited"}], "structuredContent": {"answer": a}}))
+                }
+                "roots" => {
+                    let a = ask("roots/list", json!({})).await;
+                    ok(&id, json!({"content": [{"type": "text", "text": "roots"}], "structuredContent": {"answer": a}}))
+                }
+                "change_tools" => {
+                    fx.extra_tool.store(true, Ordering::Relaxed);
+                    let _ = out.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})).await;
+                    ok(&id, text("changed"))
+                }
+                _ => return,
+            };
+            let _ = out.send(resp).await;
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamable HTTP (JSON answers; SSE for `progress`)
+
+async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::response::Response {
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "bad json").into_response();
+    };
+    if msg.get("id").is_none() || msg.get("method").is_none() {
+        return axum::http::StatusCode::ACCEPTED.into_response();
+    }
+    let is_init = msg["method"] == "initialize";
+    let resp = match simple(&fx, &msg) {
+        Some(r) => r,
+        None => {
+            let name = msg["params"]["name"].as_str().unwrap_or_default();
+            match name {
+                "hang" => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return axum::http::StatusCode::GATEWAY_TIMEOUT.into_response();
+                }
+                "crash" => std::process::exit(3),
+                "progress" => {
+                    let token = msg["params"]["_meta"]["progressToken"].clone();
+                    let mut body = String::new();
+                    for i in 1..=3 {
+                        if !token.is_null() {
+                            body.push_str(&format!("event: message\ndata: {}\n\n", json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": i, "total": 3}})));
+                        }
+                    }
+                    body.push_str(&format!("event: message\ndata: {}\n\n", ok(&msg["id"], text("3 steps"))));
+                    return ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response();
+                }
+                _ => json!({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "not over http"}}),
+            }
+        }
+    };
+    let mut r = ([(axum::http::header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response();
+    if is_init {
+        r.headers_mut().insert("mcp-session-id", axum::http::HeaderValue::from_static("fixture-session"));
+    }
+    r
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), extra_tool: AtomicBool::new(false) });
+    match args.get(1).map(String::as_str) {
+        Some("http") => {
+            let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            println!("{}", listener.local_addr()?);
+            let app = axum::Router::new()
+                .route("/mcp", axum::routing::post(http_post).get(|| async { axum::http::StatusCode::METHOD_NOT_ALLOWED }).delete(|| async { axum::http::StatusCode::OK }))
+                .with_state(fx);
+            axum::serve(listener, app).await?;
+            Ok(())
+        }
+        _ => run_stdio(fx).await,
+    }
+}

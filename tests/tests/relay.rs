@@ -1,0 +1,271 @@
+//! End-to-end relay tests: a real clawgate (in process, over real HTTP) in front of real
+//! fixture upstream processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawgate_tests::{Client, TestGateway, fixture_config};
+use serde_json::{Value, json};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture-upstream");
+
+async fn gateway(n: usize, timeout: &str) -> TestGateway {
+    TestGateway::start(&fixture_config(FIXTURE, n, timeout, "")).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_is_lossless_both_ways() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+
+    // Tool definitions keep fields the gateway does not know.
+    let list = c.request("tools/list", None).await.unwrap().response;
+    let vendor = list["result"]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "up0__vendor").unwrap().clone();
+    assert_eq!(vendor["x-vendor-tool"], json!({"keep": true}));
+    assert_eq!(vendor["execution"], json!({"taskSupport": "optional"}));
+
+    // A result full of vendor fields comes back intact (only the resource URI is namespaced).
+    let r = c.call("up0__vendor", json!({})).await.unwrap().response;
+    let expected = json!({
+        "content": [{"type": "text", "text": "v"}, {"type": "resource_link", "uri": "up0+fx://thing", "name": "thing", "x-link": 1}],
+        "structuredContent": {"nested": {"a": [1, 2.5, "x", null, true]}, "big": 12345678901234567i64},
+        "_meta": {"vendor.example/trace": "abc", "progressToken": "not-rewritten"},
+        "x-vendor-result": {"k": "v"},
+        "isError": false,
+    });
+    assert_eq!(r["result"], expected);
+
+    // Request-side unknown fields and _meta reach the upstream; only the name is rewritten.
+    let params = json!({"name": "up0__echo", "arguments": {"text": "hi", "deep": {"x": [1]}}, "x-vendor-param": 7, "_meta": {"vendor.example/k": "v"}});
+    let r = c.request("tools/call", Some(params)).await.unwrap().response;
+    let seen = &r["result"]["structuredContent"]["params"];
+    assert_eq!(seen["name"], "echo");
+    assert_eq!(seen["x-vendor-param"], 7);
+    assert_eq!(seen["arguments"], json!({"text": "hi", "deep": {"x": [1]}}));
+    assert_eq!(seen["_meta"]["vendor.example/k"], "v");
+
+    // An unknown method passes through to the single upstream, and its error comes back as is.
+    let r = c.request("vendor/custom", Some(json!({"k": 1}))).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32601);
+    assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_across_upstreams_and_sessions_are_never_cross_wired() {
+    let g = gateway(3, "20s").await;
+    let url = g.url();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(Arc::new(Client::legacy(&url).await.unwrap()));
+    }
+    clients.push(Arc::new(Client::stateless(&url)));
+    let mut tasks = Vec::new();
+    for i in 0..100usize {
+        let c = Arc::clone(&clients[i % clients.len()]);
+        tasks.push(tokio::spawn(async move {
+            let up = format!("up{}", i % 3);
+            let token = format!("call-{i}");
+            if i % 4 == 0 {
+                // Progress calls: each must see only its own token's notifications.
+                let ex = c.request("tools/call", Some(json!({"name": format!("{up}__progress"), "arguments": {"steps": 3}, "_meta": {"progressToken": token}}))).await.unwrap();
+                assert_eq!(ex.response["result"]["content"][0]["text"], "3 steps", "{i}: {:?}", ex.response);
+                assert_eq!(ex.related.len(), 3, "{i}: {:?}", ex.related);
+                for n in &ex.related {
+                    assert_eq!(n["params"]["progressToken"], json!(token));
+                }
+            } else {
+                let ex = c.call(&format!("{up}__echo"), json!({"text": token})).await.unwrap();
+                assert_eq!(ex.response["result"]["content"][0]["text"], json!(token), "{i}");
+                assert_eq!(ex.response["result"]["structuredContent"]["upstream"], json!(up), "{i}");
+                assert!(ex.related.is_empty());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requests_reach_the_session_that_caused_them() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let answer: clawgate_tests::Answerer = Arc::new(|req: &Value| match req["method"].as_str() {
+        Some("sampling/createMessage") => json!({"role": "assistant", "content": {"type": "text", "text": "from-client"}, "model": "m"}),
+        Some("elicitation/create") => json!({"action": "accept", "content": {"name": "Ada"}}),
+        Some("roots/list") => json!({"roots": [{"uri": "file:///tmp"}]}),
+        _ => json!({}),
+    });
+    for (tool, path, want) in [("sample", "/result/content/text", "from-client"), ("elicit", "/result/content/name", "Ada"), ("roots", "/result/roots/0/uri", "file:///tmp")] {
+        let ex = c.request_answering("tools/call", Some(json!({"name": format!("up0__{tool}"), "arguments": {}})), Some(Arc::clone(&answer))).await.unwrap();
+        assert!(ex.sse, "{tool}: the call streamed its server request");
+        let got = ex.response["result"]["structuredContent"]["answer"].pointer(path).cloned();
+        assert_eq!(got, Some(json!(want)), "{tool}: {:?}", ex.response);
+    }
+    // A client that did not declare elicitation is never asked; the upstream gets an error.
+    let bare = Client::legacy_with(&g.url(), json!({})).await.unwrap();
+    let ex = bare.call("up0__elicit", json!({})).await.unwrap();
+    assert!(ex.related.is_empty());
+    assert!(ex.response["result"]["structuredContent"]["answer"]["error"].is_object(), "{:?}", ex.response);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changed_relists_then_notifies_clients() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let before = c.request("tools/list", None).await.unwrap().response;
+    assert!(!before.to_string().contains("up0__added"));
+    // Open the standalone GET stream.
+    let resp = c.http.get(&c.url).header("accept", "text/event-stream").header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    c.call("up0__change_tools", json!({})).await.unwrap();
+    let mut dec = clawgate_adapters::sse::Decoder::new(1 << 20);
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            for ev in dec.feed(&chunk.unwrap()).unwrap() {
+                let m: Value = serde_json::from_str(&ev.data).unwrap();
+                if m["method"] == "notifications/tools/list_changed" {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(got);
+    let after = c.request("tools/list", None).await.unwrap().response;
+    assert!(after.to_string().contains("up0__added"), "the gateway re-listed before notifying");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_errors_and_the_gateway_stays_up() {
+    let cfg = fixture_config(FIXTURE, 2, "20s", "[[upstream]]\nname = \"slow\"\ntransport = \"stdio\"\ncommand = \"")
+        + FIXTURE
+        + "\"\nargs = [\"stdio\"]\ntimeout = \"1s\"\n[limits]\nmax_body_bytes = 65536\nmax_json_depth = 32\n";
+    let g = TestGateway::start(&cfg).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let other = Client::legacy(&g.url()).await.unwrap();
+    let healthy = || async { other.call("up1__echo", json!({"text": "still here"})).await.unwrap().response["result"]["content"][0]["text"] == "still here" };
+
+    let (s, v) = c.post_raw(b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\"".to_vec(), &[]).await.unwrap();
+    assert_eq!((s, v["error"]["code"].clone()), (400, json!(-32700)));
+    assert!(healthy().await);
+
+    let big = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"up0__echo\",\"arguments\":{{\"text\":\"{}\"}}}}}}", "a".repeat(70_000));
+    let (s, v) = c.post_raw(big.into_bytes(), &[]).await.unwrap();
+    assert_eq!(s, 413);
+    assert!(v["error"]["message"].as_str().unwrap().contains("65536"));
+
+    let deep = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{}{}}}", "[".repeat(100), "]".repeat(100));
+    let (s, v) = c.post_raw(deep.into_bytes(), &[]).await.unwrap();
+    assert_eq!(s, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("deeper than 32"), "{v}");
+
+    let r = c.call("up0__nope", json!({})).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32602);
+    assert_eq!(r["error"]["message"], "unknown tool: `up0__nope`");
+
+    let (s, _) = c.post_raw(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec(), &[("mcp-session-id", "0123456789abcdef0123456789abcdef")]).await.unwrap();
+    // reqwest sends both headers; the unknown one wins only when it is the sole one, so use a raw client.
+    let raw = reqwest::Client::new();
+    let r = raw.post(g.url()).header("content-type", "application/json").header("accept", "application/json").header("mcp-session-id", "deadbeef").body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = s;
+    let r = raw.post(g.url()).header("content-type", "application/json").header("origin", "http://evil.example").body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = raw.post(g.url()).header("content-type", "application/json").header("host", "evil.example").body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(healthy().await);
+
+    // An upstream that hangs past its timeout.
+    let t0 = std::time::Instant::now();
+    let r = c.call("slow__hang", json!({})).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("did not answer within 1s"), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(healthy().await);
+
+    // An upstream that crashes mid-call: an error, then it is restarted and serves again.
+    let r = c.call("up0__crash", json!({})).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("up0"), "{r}");
+    assert!(healthy().await);
+    let mut back = false;
+    for _ in 0..50 {
+        if c.call("up0__echo", json!({"text": "back"})).await.unwrap().response["result"]["content"][0]["text"] == "back" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "crashed upstream was restarted");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_era_is_served_on_the_same_endpoint() {
+    let g = gateway(1, "10s").await;
+    let c = Client::stateless(&g.url());
+    let d = c.request("server/discover", None).await.unwrap();
+    assert_eq!(d.response["result"]["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(d.response["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "clawgate");
+    let r = c.call("up0__echo", json!({"text": "modern"})).await.unwrap();
+    assert_eq!(r.response["result"]["content"][0]["text"], "modern");
+    assert_eq!(r.response["result"]["resultType"], "complete");
+    // The gateway's own envelope keys never reach a legacy upstream.
+    assert!(r.response["result"]["structuredContent"]["params"].get("_meta").is_none(), "{:?}", r.response);
+    let l = c.request("tools/list", None).await.unwrap().response;
+    assert_eq!(l["result"]["cacheScope"], "private");
+
+    let raw = |headers: Vec<(&'static str, String)>, body: Value| {
+        let url = g.url();
+        async move {
+            let mut rb = reqwest::Client::new().post(url).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            let r = rb.body(body.to_string()).send().await.unwrap();
+            (r.status().as_u16(), serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap_or(Value::Null))
+        }
+    };
+    let env = |v: &str| json!({"io.modelcontextprotocol/protocolVersion": v, "io.modelcontextprotocol/clientCapabilities": {}});
+    // Unsupported version: -32022 with the supported list.
+    let (s, v) = raw(vec![("mcp-protocol-version", "2099-01-01".into()), ("mcp-method", "tools/list".into())], json!({"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"_meta": env("2099-01-01")}})).await;
+    assert_eq!((s, v["error"]["code"].clone(), v["id"].clone()), (400, json!(-32022), json!(5)));
+    assert_eq!(v["error"]["data"], json!({"supported": ["2026-07-28"], "requested": "2099-01-01"}));
+    // Mcp-Method disagreeing with the body: -32020.
+    let (s, v) = raw(vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "prompts/list".into())], json!({"jsonrpc":"2.0","id":6,"method":"tools/list","params":{"_meta": env("2026-07-28")}})).await;
+    assert_eq!((s, v["error"]["code"].clone()), (400, json!(-32020)));
+    // Mcp-Name disagreeing with the tool name: -32020.
+    let (s, v) = raw(vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "tools/call".into()), ("mcp-name", "up0__vendor".into())], json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"up0__echo","_meta": env("2026-07-28")}})).await;
+    assert_eq!((s, v["error"]["code"].clone()), (400, json!(-32020)));
+    // Missing envelope: -32602.
+    let (s, v) = raw(vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "tools/list".into())], json!({"jsonrpc":"2.0","id":8,"method":"tools/list"})).await;
+    assert_eq!((s, v["error"]["code"].clone()), (400, json!(-32602)));
+    // initialize does not exist on this wire.
+    let (s, v) = raw(vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "initialize".into())], json!({"jsonrpc":"2.0","id":9,"method":"initialize","params":{"_meta": env("2026-07-28")}})).await;
+    assert_eq!((s, v["error"]["code"].clone()), (404, json!(-32601)));
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lifecycle() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+    assert_eq!(c.session.as_ref().unwrap().len(), 32);
+    let r = c.http.delete(&c.url).header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = c.post_raw(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec(), &[]).await.unwrap();
+    assert_eq!(s, 404, "a deleted session is gone");
+    let raw = reqwest::Client::new();
+    let r = raw.post(g.url()).header("content-type", "application/json").header("accept", "application/json").body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no session header");
+    g.stop().await;
+}
