@@ -126,11 +126,10 @@ pub fn decorate_request(info: &ServerInfo, msg: &mut Value, env: &Envelope, gate
                     meta.remove(*k);
                 }
             }
-            if let Some(p) = jsonrpc::params_mut(msg) {
-                if p.get("_meta").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if let Some(p) = jsonrpc::params_mut(msg)
+                && p.get("_meta").and_then(Value::as_object).is_some_and(Map::is_empty) {
                     p.remove("_meta");
                 }
-            }
             Vec::new()
         }
         Era::Stateless => {
@@ -182,11 +181,10 @@ pub fn name_of<'a>(method: &str, params: Option<&'a Map<String, Value>>) -> Opti
 /// Header values are sent verbatim when they are printable ASCII without edge whitespace, and
 /// as `=?base64?…?=` otherwise.
 pub fn encode_header_value(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !v.starts_with(' ')
-        && !v.ends_with(' ')
-        && !(v.starts_with("=?") && v.ends_with("?="));
+    let printable = v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let edge_space = v.starts_with(' ') || v.ends_with(' ');
+    let looks_encoded = v.starts_with("=?") && v.ends_with("?=");
+    let plain = !v.is_empty() && printable && !edge_space && !looks_encoded;
     if plain {
         v.to_owned()
     } else {

@@ -99,7 +99,7 @@ struct Pending {
 }
 
 enum Conn {
-    Stdio(StdioTransport),
+    Stdio(Box<StdioTransport>),
     Http(Arc<HttpTransport>),
 }
 
@@ -223,11 +223,10 @@ impl Upstream {
         // Progress tokens are per-connection: two clients may pick the same one, so ours
         // replaces theirs and is mapped back on the way in.
         let mut progress_token = None;
-        if let Some(meta) = jsonrpc::params_mut(&mut msg).and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut) {
-            if let Some(tok) = meta.get_mut("progressToken") {
+        if let Some(meta) = jsonrpc::params_mut(&mut msg).and_then(|p| p.get_mut("_meta")).and_then(Value::as_object_mut)
+            && let Some(tok) = meta.get_mut("progressToken") {
                 progress_token = Some(std::mem::replace(tok, Value::String(format!("cg-{id}"))));
             }
-        }
         let extra = era::decorate_request(&live.info, &mut msg, &envelope, &self.inner.spec.client_capabilities, &self.inner.spec.client_info);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending).insert(id, Pending { tx, related, progress_token });
@@ -319,7 +318,7 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(1024);
         let started = tokio::time::Instant::now();
         let conn = match &inner.spec.transport {
-            TransportSpec::Stdio(s) => StdioTransport::spawn(&inner.spec.name, s, in_tx, inner.spec.max_message).map(Conn::Stdio),
+            TransportSpec::Stdio(s) => StdioTransport::spawn(&inner.spec.name, s, in_tx, inner.spec.max_message).map(|t| Conn::Stdio(Box::new(t))),
             TransportSpec::Http(s) => Ok(Conn::Http(HttpTransport::new(
                 &inner.spec.name,
                 s.clone(),
@@ -344,11 +343,10 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
         match handshake(&inner, &conn).await {
             Ok(info) => {
                 tracing::info!(upstream = %inner.spec.name, era = ?info.era, version = %info.protocol_version, "upstream connected");
-                if let Conn::Http(t) = &*conn {
-                    if info.era == Era::Legacy {
+                if let Conn::Http(t) = &*conn
+                    && info.era == Era::Legacy {
                         t.open_listen_stream();
                     }
-                }
                 let Ok(conn) = Arc::try_unwrap(conn) else { return };
                 let live = Arc::new(Live { conn, info });
                 if !inner.state.send_if_modified(|s| set_unless_closed(s, State::Ready(Arc::clone(&live)))) {
@@ -408,9 +406,8 @@ async fn handshake(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<ServerInfo, U
     match raw_request(inner, conn, discover, t).await {
         Ok(resp) => {
             if let Some(info) = era::parse_discover(&resp) {
-                if let Conn::Http(h) = &**conn {
-                    h.set_protocol_version(Some(info.protocol_version.clone()));
-                }
+                // No transport-level version header: on the 2026 wire each request carries its
+                // own `MCP-Protocol-Version` (from its envelope), and a duplicate is rejected.
                 return Ok(info);
             }
         }

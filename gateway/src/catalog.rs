@@ -60,19 +60,17 @@ impl Catalog {
         for (i, (ns, lists)) in spaces.iter().zip(lists).enumerate() {
             let Some(lists) = lists else { continue };
             for tool in &lists.tools {
-                if let Some((exposed, def)) = rename(ns, tool) {
-                    if insert_route(&mut cat.tool_routes, &exposed, i, tool, "tool") {
+                if let Some((exposed, def)) = rename(ns, tool)
+                    && insert_route(&mut cat.tool_routes, &exposed, i, tool, "tool") {
                         cat.tool_defs.insert(exposed, def.clone());
                         cat.tools.push(def);
                     }
-                }
             }
             for prompt in &lists.prompts {
-                if let Some((exposed, def)) = rename(ns, prompt) {
-                    if insert_route(&mut cat.prompt_routes, &exposed, i, prompt, "prompt") {
+                if let Some((exposed, def)) = rename(ns, prompt)
+                    && insert_route(&mut cat.prompt_routes, &exposed, i, prompt, "prompt") {
                         cat.prompts.push(def);
                     }
-                }
             }
         }
         cat
@@ -110,11 +108,10 @@ fn insert_route(routes: &mut HashMap<String, Route>, exposed: &str, upstream: us
 /// Maps a client-visible resource URI back to (upstream, original URI), given the prefixes in
 /// config order. The empty-prefix upstream, if any, takes URIs no prefix claims.
 pub fn route_uri(spaces: &[Namespace], uri: &str) -> Option<Route> {
-    if let Some((prefix, rest)) = uri.split_once('+') {
-        if let Some(i) = spaces.iter().position(|n| !n.prefix.is_empty() && n.prefix == prefix) {
+    if let Some((prefix, rest)) = uri.split_once('+')
+        && let Some(i) = spaces.iter().position(|n| !n.prefix.is_empty() && n.prefix == prefix) {
             return Some(Route { upstream: i, original: rest.to_owned() });
         }
-    }
     let i = spaces.iter().position(|n| n.prefix.is_empty())?;
     Some(Route { upstream: i, original: uri.to_owned() })
 }
@@ -149,11 +146,10 @@ fn rewrite_item(ns: &Namespace, item: &mut Value) {
     // Embedded resource (`{"type":"resource","resource":{"uri":...}}`) and prompt messages
     // (`{"role":..,"content":{...}}`).
     for key in ["resource", "content"] {
-        if let Some(inner) = o.get_mut(key) {
-            if inner.is_object() {
+        if let Some(inner) = o.get_mut(key)
+            && inner.is_object() {
                 rewrite_item(ns, inner);
             }
-        }
     }
 }
 

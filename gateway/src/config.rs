@@ -232,11 +232,10 @@ impl Config {
             message: format!("cannot locate the clawgate binary: {e}"),
         })?;
         for up in &mut cfg.upstreams {
-            if let TransportConfig::Stdio { command, .. } = &mut up.transport {
-                if command == "clawgate" {
+            if let TransportConfig::Stdio { command, .. } = &mut up.transport
+                && command == "clawgate" {
                     *command = exe.to_string_lossy().into_owned();
                 }
-            }
         }
         Ok(cfg)
     }

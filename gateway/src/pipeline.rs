@@ -282,7 +282,7 @@ impl Gateway {
             return Err(CallError::InvalidRequest(format!("denied: {reason:?}")));
         }
         // Stage "rate-limit".
-        stages::rate_limit(principal, &info).map_err(|()| CallError::InvalidRequest("rate limited".into()))?;
+        stages::rate_limit(principal, &info).map_err(|stages::RateLimited| CallError::InvalidRequest("rate limited".into()))?;
 
         // Stage "dispatch": rewrite the name back to the upstream's and send.
         let key = if method == "resources/read" { "uri" } else { "name" };
@@ -463,13 +463,11 @@ impl Gateway {
     async fn set_level(&self, caller: &Caller, req: Value) -> Result<Reply, CallError> {
         for (i, slot) in self.slots.iter().enumerate() {
             let Ok(up) = self.upstream_for(caller, i).await else { continue };
-            if let Ok(info) = up.info().await {
-                if info.era == era::Era::Legacy && info.capabilities.get("logging").is_some() {
-                    if let Err(e) = up.request(req.clone(), CallOpts::default()).await {
+            if let Ok(info) = up.info().await
+                && info.era == era::Era::Legacy && info.capabilities.get("logging").is_some()
+                    && let Err(e) = up.request(req.clone(), CallOpts::default()).await {
                         tracing::debug!(upstream = %slot.cfg.name, error = %e, "logging/setLevel failed");
                     }
-                }
-            }
         }
         Ok(Reply::Result(json!({})))
     }
@@ -653,11 +651,10 @@ async fn ask_session(session: &Session, out: &mpsc::Sender<Value>, req: Value, t
         "roots/list" => Some("roots"),
         _ => None,
     };
-    if let Some(cap) = needed {
-        if !session.can(cap) {
+    if let Some(cap) = needed
+        && !session.can(cap) {
             return Err(CallError::ClientCannot(method));
         }
-    }
     session.ask_client(req, out, timeout).await
 }
 

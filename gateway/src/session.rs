@@ -92,11 +92,10 @@ impl Session {
     /// Sends a message on the standalone stream; dropped when there is none (as MCP allows).
     pub fn send_standalone(&self, msg: Value) {
         let tx = lock(&self.standalone).clone();
-        if let Some(tx) = tx {
-            if tx.try_send(msg).is_err() {
+        if let Some(tx) = tx
+            && tx.try_send(msg).is_err() {
                 tracing::debug!(session = %self.id, "standalone stream full or closed; message dropped");
             }
-        }
     }
 
     pub fn has_standalone(&self) -> bool {

@@ -58,8 +58,12 @@ pub fn decide(_principal: &Principal, _call: &CallInfo<'_>) -> Decision {
     Decision::Allow
 }
 
+/// The rate-limit stage refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited;
+
 /// Stage "rate-limit". Never limits for now.
-pub fn rate_limit(_principal: &Principal, _call: &CallInfo<'_>) -> Result<(), ()> {
+pub fn rate_limit(_principal: &Principal, _call: &CallInfo<'_>) -> Result<(), RateLimited> {
     Ok(())
 }
 

@@ -135,13 +135,12 @@ impl Client {
 
     fn envelope(&self, params: Option<Value>) -> Value {
         let mut p = params.unwrap_or_else(|| json!({}));
-        if self.era == Era::Stateless {
-            if let Some(o) = p.as_object_mut() {
+        if self.era == Era::Stateless
+            && let Some(o) = p.as_object_mut() {
                 let meta = o.entry("_meta").or_insert_with(|| json!({}));
                 meta["io.modelcontextprotocol/protocolVersion"] = MODERN.into();
                 meta["io.modelcontextprotocol/clientCapabilities"] = self.capabilities.clone();
             }
-        }
         p
     }
 

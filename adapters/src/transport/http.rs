@@ -140,13 +140,11 @@ impl HttpTransport {
             .await
             .map_err(|e| TransportError::Http(without_url(&e)))?;
         let status = resp.status();
-        if let Some(sid) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-            if let Ok(mut s) = self.state.lock() {
-                if s.session_id.is_none() {
+        if let Some(sid) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+            && let Ok(mut s) = self.state.lock()
+                && s.session_id.is_none() {
                     s.session_id = Some(sid.to_owned());
                 }
-            }
-        }
         if status == reqwest::StatusCode::NOT_FOUND && self.session_id().is_some() {
             return Err(TransportError::SessionExpired);
         }
@@ -164,16 +162,13 @@ impl HttpTransport {
         if !status.is_success() {
             // A JSON-RPC error body is still a valid answer to the request (e.g. a 400 carrying
             // -32022 from a 2026-07-28 server): relay it rather than inventing our own error.
-            if !is_sse {
-                if let Ok(bytes) = read_limited(resp, self.max_message).await {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                        if jsonrpc::kind(&v) == Some(jsonrpc::Kind::Response) {
+            if !is_sse
+                && let Ok(bytes) = read_limited(resp, self.max_message).await
+                    && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+                        && jsonrpc::kind(&v) == Some(jsonrpc::Kind::Response) {
                             self.deliver(v, our_id).await;
                             return Ok(());
                         }
-                    }
-                }
-            }
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {

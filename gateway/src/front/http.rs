@@ -59,7 +59,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let local = listener.local_addr()?;
+    // Small JSON-RPC messages must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(gw, local)).with_graceful_shutdown(shutdown).await
 }
 
@@ -194,11 +199,10 @@ async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> R
         Ok(s) => s,
         Err(e) => return error_response(&e, id),
     };
-    if let Some(v) = header_str(&h, PROTOCOL) {
-        if v.trim() != session.protocol_version && !era::LEGACY_VERSIONS.contains(&v.trim()) {
+    if let Some(v) = header_str(&h, PROTOCOL)
+        && v.trim() != session.protocol_version && !era::LEGACY_VERSIONS.contains(&v.trim()) {
             return error_response(&CallError::BadProtocolHeader(v.to_owned()), id);
         }
-    }
     let caller = |out| Caller {
         principal: stages::authenticate(None),
         era: CallerEra::Legacy(Arc::clone(&session)),
@@ -294,11 +298,10 @@ fn check_envelope(h: &HeaderMap, msg: &Value) -> Result<(String, Value), CallErr
         return Err(CallError::HeaderMismatch("Mcp-Method header does not match the request body's method".into()));
     }
     let name = single("mcp-name")?;
-    if let Some(expected) = era::name_of(method, jsonrpc::params(msg)) {
-        if name.as_deref() != Some(expected) {
+    if let Some(expected) = era::name_of(method, jsonrpc::params(msg))
+        && name.as_deref() != Some(expected) {
             return Err(CallError::HeaderMismatch("Mcp-Name header does not match the request body".into()));
         }
-    }
     if !era::is_modern_version(version) {
         return Err(CallError::UnsupportedVersion { requested: version.to_owned() });
     }
@@ -393,9 +396,8 @@ async fn run(
                 // Related messages go to the standalone stream; the answer stays JSON.
                 let mut first = Some(first);
                 let resp = loop {
-                    if let Some(m) = first.take() {
-                        if let Some(s) = &session { s.send_standalone(m); }
-                    }
+                    if let Some(m) = first.take()
+                        && let Some(s) = &session { s.send_standalone(m); }
                     tokio::select! {
                         res = &mut task => break finish(res),
                         Some(m) = out_rx.recv() => first = Some(m),
@@ -433,9 +435,8 @@ async fn run(
         res = &mut task => {
             if let Some(s) = &session { s.untrack(&id); }
             // Messages queued just before the response still go first, by need.
-            if let Ok(first) = out_rx.try_recv() {
-                if let Some(s) = &session { s.send_standalone(first); }
-            }
+            if let Ok(first) = out_rx.try_recv()
+                && let Some(s) = &session { s.send_standalone(first); }
             let resp = finish(res);
             json_response(status_of(&resp), &resp, None)
         }

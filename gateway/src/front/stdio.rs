@@ -76,11 +76,10 @@ where
         };
         handle(&gw, &mut mode, msg, &out_tx).await;
     }
-    if let Mode::Legacy(s) = &mode {
-        if let Some(s) = gw.sessions.remove(&s.id) {
+    if let Mode::Legacy(s) = &mode
+        && let Some(s) = gw.sessions.remove(&s.id) {
             s.close().await;
         }
-    }
     drop(out_tx);
     let _ = writer.await;
     Ok(())

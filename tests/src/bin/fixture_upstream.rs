@@ -118,11 +118,10 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
         if msg.get("method").is_none() {
-            if let Some(id) = msg.get("id").map(|i| i.to_string()) {
-                if let Some(tx) = pending.lock().await.remove(&id) {
+            if let Some(id) = msg.get("id").map(|i| i.to_string())
+                && let Some(tx) = pending.lock().await.remove(&id) {
                     let _ = tx.send(msg);
                 }
-            }
             continue;
         }
         if msg.get("id").is_none() {
@@ -249,6 +248,10 @@ async fn main() -> anyhow::Result<()> {
             let app = axum::Router::new()
                 .route("/mcp", axum::routing::post(http_post).get(|| async { axum::http::StatusCode::METHOD_NOT_ALLOWED }).delete(|| async { axum::http::StatusCode::OK }))
                 .with_state(fx);
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app).await?;
             Ok(())
         }
