@@ -54,6 +54,21 @@ pub fn discover_request(client_caps: &Value, client_info: &Value) -> Value {
     )
 }
 
+/// The 2026-07-28 `subscriptions/listen` request for every list change (the stateless
+/// replacement of the GET stream), with its routing headers.
+pub fn listen_request(version: &str, client_caps: &Value, client_info: &Value) -> (Value, Vec<(String, String)>) {
+    let msg = jsonrpc::request(
+        "clawgate-listen".into(),
+        "subscriptions/listen",
+        Some(json!({
+            "notifications": {"toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true},
+            "_meta": {META_PROTOCOL_VERSION: version, META_CLIENT_CAPABILITIES: client_caps, META_CLIENT_INFO: client_info},
+        })),
+    );
+    let headers = headers_for(&msg);
+    (msg, headers)
+}
+
 pub fn initialize_request(client_caps: &Value, client_info: &Value) -> Value {
     jsonrpc::request(
         Value::Null,

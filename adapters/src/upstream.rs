@@ -71,6 +71,8 @@ pub struct CallOpts {
     pub envelope: era::Envelope,
     /// Overrides the upstream's configured timeout.
     pub timeout: Option<Duration>,
+    /// The caller is a legacy-era client: use a legacy connection when the upstream offers one.
+    pub prefer_legacy: bool,
 }
 
 /// A message from the upstream that arrived while one of our requests was in flight and belongs
@@ -142,6 +144,10 @@ struct Live {
 
 struct Inner {
     spec: UpstreamSpec,
+    /// For an HTTP upstream that speaks 2026-07-28: a legacy (session) connection to the same
+    /// server, opened on first use by a legacy client, so that legacy clients keep legacy
+    /// semantics end to end (server→client requests mid-call). `Err` once the server refused it.
+    legacy_side: tokio::sync::Mutex<Option<Result<Arc<Live>, ()>>>,
     http: reqwest::Client,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -162,6 +168,7 @@ impl Upstream {
         let (state, _) = watch::channel(State::Connecting);
         let inner = Arc::new(Inner {
             spec,
+            legacy_side: tokio::sync::Mutex::new(None),
             http,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -211,11 +218,17 @@ impl Upstream {
     /// Dropping the returned future, or a timeout, cancels the request upstream
     /// (`notifications/cancelled`).
     pub async fn request(&self, mut msg: Value, opts: CallOpts) -> Result<Value, UpstreamError> {
-        let CallOpts { related, envelope, timeout } = opts;
+        let CallOpts { related, envelope, timeout, prefer_legacy } = opts;
         let timeout = timeout.unwrap_or(self.inner.spec.timeout);
         let name = self.inner.spec.name.clone();
         let deadline = tokio::time::Instant::now() + timeout;
-        let live = self.live(timeout).await?;
+        let mut live = self.live(timeout).await?;
+        if prefer_legacy
+            && live.info.era == Era::Stateless
+            && let Some(side) = self.legacy_side(timeout).await
+        {
+            live = side;
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(obj) = msg.as_object_mut() {
             obj.insert("id".into(), id.into());
@@ -254,6 +267,42 @@ impl Upstream {
         }
     }
 
+    /// The legacy side connection of a 2026-07-28 HTTP upstream, opened on first use; `None`
+    /// when the upstream is not HTTP or refuses the legacy handshake.
+    async fn legacy_side(&self, timeout: Duration) -> Option<Arc<Live>> {
+        let TransportSpec::Http(spec) = &self.inner.spec.transport else { return None };
+        let mut side = self.inner.legacy_side.lock().await;
+        if let Some(Ok(live)) = &*side {
+            let Conn::Http(t) = &live.conn else { return None };
+            if !t.is_closed() {
+                return Some(Arc::clone(live));
+            }
+        }
+        if matches!(&*side, Some(Err(()))) {
+            return None;
+        }
+        let (in_tx, in_rx) = mpsc::channel::<Inbound>(1024);
+        let t = HttpTransport::new(&self.inner.spec.name, spec.clone(), self.inner.http.clone(), in_tx, self.inner.spec.max_message);
+        tokio::spawn(route_inbound(Arc::downgrade(&self.inner), in_rx));
+        let conn = Arc::new(Conn::Http(Arc::clone(&t)));
+        let init = era::initialize_request(&self.inner.spec.client_capabilities, &self.inner.spec.client_info);
+        let info = match raw_request(&self.inner, &conn, init, timeout).await.map(|r| era::parse_initialize(&r)) {
+            Ok(Ok(info)) => info,
+            other => {
+                tracing::info!(upstream = %self.inner.spec.name, outcome = ?other.err(), "upstream offers no legacy session; legacy clients use 2026-07-28");
+                *side = Some(Err(()));
+                return None;
+            }
+        };
+        t.set_protocol_version(Some(info.protocol_version.clone()));
+        let _ = conn.send(jsonrpc::notification("notifications/initialized", None), None, Vec::new(), timeout).await;
+        t.open_listen_stream(None);
+        let Ok(conn) = Arc::try_unwrap(conn) else { return None };
+        let live = Arc::new(Live { conn, info });
+        *side = Some(Ok(Arc::clone(&live)));
+        Some(live)
+    }
+
     /// Sends a notification upstream (e.g. a client's `notifications/cancelled` or
     /// `notifications/roots/list_changed`).
     pub async fn notify(&self, msg: Value) -> Result<(), UpstreamError> {
@@ -271,6 +320,9 @@ impl Upstream {
 
     /// Stops the supervisor and the connection (SIGTERM/SIGKILL for a child, DELETE for HTTP).
     pub async fn shutdown(&self) {
+        if let Some(Ok(side)) = self.inner.legacy_side.lock().await.take() {
+            side.conn.shutdown().await;
+        }
         let prev = self.inner.state.send_replace(State::Closed);
         if let State::Ready(live) = prev {
             live.conn.shutdown().await;
@@ -343,10 +395,9 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
         match handshake(&inner, &conn).await {
             Ok(info) => {
                 tracing::info!(upstream = %inner.spec.name, era = ?info.era, version = %info.protocol_version, "upstream connected");
-                if let Conn::Http(t) = &*conn
-                    && info.era == Era::Legacy {
-                        t.open_listen_stream();
-                    }
+                if let Conn::Http(t) = &*conn {
+                    t.open_listen_stream(listen_post(&inner, &info));
+                }
                 let Ok(conn) = Arc::try_unwrap(conn) else { return };
                 let live = Arc::new(Live { conn, info });
                 if !inner.state.send_if_modified(|s| set_unless_closed(s, State::Ready(Arc::clone(&live)))) {
@@ -380,6 +431,12 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The body of the listen stream for a connection: none (GET) for legacy, a
+/// `subscriptions/listen` request for 2026-07-28.
+fn listen_post(inner: &Inner, info: &ServerInfo) -> Option<(Value, ExtraHeaders)> {
+    (info.era == Era::Stateless).then(|| era::listen_request(&info.protocol_version, &inner.spec.client_capabilities, &inner.spec.client_info))
 }
 
 fn set_unless_closed(s: &mut State, new: State) -> bool {

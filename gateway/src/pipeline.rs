@@ -354,6 +354,7 @@ impl Gateway {
             related: Some(rel_tx),
             envelope: Envelope { client_capabilities: Some(caller.capabilities()), headers: caller.forward_headers.clone() },
             timeout: None,
+            prefer_legacy: !caller.is_stateless(),
         };
         let call = up.request(req, opts);
         tokio::pin!(call);

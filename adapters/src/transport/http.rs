@@ -81,6 +81,10 @@ impl HttpTransport {
         self.state.lock().ok().and_then(|s| s.session_id.clone())
     }
 
+    pub fn is_closed(&self) -> bool {
+        *self.dead_tx.borrow()
+    }
+
     pub async fn closed(&self) {
         let mut rx = self.dead_tx.subscribe();
         let _ = rx.wait_for(|d| *d).await;
@@ -225,9 +229,11 @@ impl HttpTransport {
         }
     }
 
-    /// Opens the GET stream for unrelated server messages and keeps it open, reconnecting with
-    /// backoff, until the transport is dropped or closed. A 405 means the server has none.
-    pub fn open_listen_stream(self: &Arc<Self>) {
+    /// Opens the stream for server messages outside any request and keeps it open, reconnecting
+    /// with backoff, until the transport is closed: the GET stream (legacy), or with `post` the
+    /// 2026-07-28 `subscriptions/listen` request. A 405 (or 404 for `post`) means the server
+    /// has none.
+    pub fn open_listen_stream(self: &Arc<Self>, post: Option<(Value, ExtraHeaders)>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -236,13 +242,19 @@ impl HttpTransport {
                 if *this.dead_tx.borrow() {
                     return;
                 }
-                let resp = this
-                    .build(reqwest::Method::GET, &Vec::new())
-                    .header(http::header::ACCEPT, "text/event-stream")
-                    .send()
-                    .await;
+                let resp = match &post {
+                    None => this.build(reqwest::Method::GET, &Vec::new()).header(http::header::ACCEPT, "text/event-stream").send().await,
+                    Some((body, extra)) => {
+                        this.build(reqwest::Method::POST, extra)
+                            .header(http::header::CONTENT_TYPE, "application/json")
+                            .body(body.to_string())
+                            .send()
+                            .await
+                    }
+                };
                 match resp {
                     Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => return,
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND && post.is_some() => return,
                     Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
                         let _ = this.dead_tx.send(true);
                         return;
