@@ -142,8 +142,14 @@ struct Live {
     info: ServerInfo,
 }
 
+/// Most requests in flight on one upstream connection. Over HTTP each in-flight request holds at
+/// most one pooled connection, so this also bounds the connection pool; further calls wait for a
+/// slot within their own timeout.
+pub const MAX_IN_FLIGHT: usize = 256;
+
 struct Inner {
     spec: UpstreamSpec,
+    in_flight: tokio::sync::Semaphore,
     /// For an HTTP upstream that speaks 2026-07-28: a legacy (session) connection to the same
     /// server, opened on first use by a legacy client, so that legacy clients keep legacy
     /// semantics end to end (server→client requests mid-call). `Err` once the server refused it.
@@ -169,6 +175,7 @@ impl Upstream {
         let inner = Arc::new(Inner {
             spec,
             legacy_side: tokio::sync::Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             http,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -222,6 +229,11 @@ impl Upstream {
         let timeout = timeout.unwrap_or(self.inner.spec.timeout);
         let name = self.inner.spec.name.clone();
         let deadline = tokio::time::Instant::now() + timeout;
+        let _slot = match tokio::time::timeout_at(deadline, self.inner.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(UpstreamError::Unavailable(name, "shut down".into())),
+            Err(_) => return Err(UpstreamError::Timeout(name, timeout)),
+        };
         let mut live = self.live(timeout).await?;
         if prefer_legacy
             && live.info.era == Era::Stateless

@@ -268,3 +268,56 @@ async fn session_lifecycle() {
     assert_eq!(r.status(), 400, "no session header");
     g.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_children_are_shared_unless_per_session() {
+    let cfg = fixture_config(FIXTURE, 1, "10s", "[[upstream]]\nname = \"own\"\ntransport = \"stdio\"\nper_session = true\ncommand = \"")
+        + FIXTURE
+        + "\"\nargs = [\"stdio\"]\n";
+    let g = TestGateway::start(&cfg).await.unwrap();
+    let a = Client::legacy(&g.url()).await.unwrap();
+    let b = Client::legacy(&g.url()).await.unwrap();
+    async fn pid(c: &Client, tool: &str) -> u64 {
+        c.call(tool, json!({})).await.unwrap().response["result"]["structuredContent"]["pid"].as_u64().unwrap()
+    }
+    assert_eq!(pid(&a, "up0__echo").await, pid(&b, "up0__echo").await, "one shared child");
+    let (pa, pb) = (pid(&a, "own__echo").await, pid(&b, "own__echo").await);
+    assert_ne!(pa, pb, "one child per session");
+    assert_eq!(pa, pid(&a, "own__echo").await, "a session keeps its child");
+    // Ending a session stops its own child.
+    let r = a.http.delete(&a.url).header("mcp-session-id", a.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !std::path::Path::new(&format!("/proc/{pa}")).exists() || std::fs::read_to_string(format!("/proc/{pa}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(gone, "the session's child {pa} was terminated");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cancellation_reaches_the_upstream() {
+    let g = gateway(1, "30s").await;
+    let c = Arc::new(Client::legacy(&g.url()).await.unwrap());
+    let c2 = Arc::clone(&c);
+    let call = tokio::spawn(async move {
+        c2.post_raw(br#"{"jsonrpc":"2.0","id":"long-1","method":"tools/call","params":{"name":"up0__hang","arguments":{}}}"#.to_vec(), &[]).await.unwrap()
+    });
+    let mut cancelled = Value::Null;
+    for _ in 0..100 {
+        c.notify("notifications/cancelled", Some(json!({"requestId": "long-1", "reason": "user"}))).await.unwrap();
+        cancelled = c.call("up0__cancellations", json!({})).await.unwrap().response["result"]["structuredContent"]["cancelled"].clone();
+        if cancelled.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The upstream heard about it, under its own id for the call (not the client's).
+    let ids = cancelled.as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{cancelled}");
+    assert!(ids[0].is_u64(), "the gateway's upstream id, not the client's: {cancelled}");
+    let (_, resp) = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
+    assert_eq!(resp["id"], "long-1");
+    assert!(resp["error"]["message"].as_str().unwrap().contains("cancelled"), "{resp}");
+    g.stop().await;
+}

@@ -22,6 +22,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 struct Fixture {
     name: String,
     extra_tool: AtomicBool,
+    /// Request ids named by `notifications/cancelled` messages received (stdio).
+    cancelled: std::sync::Mutex<Vec<Value>>,
 }
 
 impl Fixture {
@@ -38,6 +40,7 @@ impl Fixture {
             json!({"name": "elicit", "description": "Asks the user.", "inputSchema": any}),
             json!({"name": "roots", "description": "Asks for roots.", "inputSchema": any}),
             json!({"name": "change_tools", "description": "Adds a tool and says so.", "inputSchema": any}),
+            json!({"name": "cancellations", "description": "Request ids this server was told to cancel.", "inputSchema": any}),
         ];
         if self.extra_tool.load(Ordering::Relaxed) {
             t.push(json!({"name": "added", "description": "Appeared after change_tools.", "inputSchema": any}));
@@ -79,7 +82,8 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
             let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             match name {
-                "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "params": params}})),
+                "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "pid": std::process::id(), "params": params}})),
+                "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
                 "work" => {
                     busy(args.get("ms").and_then(Value::as_u64).unwrap_or(1));
                     ok(id, text("worked"))
@@ -125,6 +129,9 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
             continue;
         }
         if msg.get("id").is_none() {
+            if msg["method"] == "notifications/cancelled" {
+                fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(msg["params"]["requestId"].clone());
+            }
             continue;
         }
         if let Some(resp) = simple(&fx, &msg) {
@@ -239,7 +246,7 @@ async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::respons
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), extra_tool: AtomicBool::new(false) });
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
         Some("http") => {
             let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
