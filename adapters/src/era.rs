@@ -126,6 +126,9 @@ pub fn parse_initialize(resp: &Value) -> Result<ServerInfo, String> {
 pub struct Envelope {
     /// The end client's capabilities, when it declared them; the gateway's own otherwise.
     pub client_capabilities: Option<Value>,
+    /// The log level a legacy client set with `logging/setLevel`; stamped as
+    /// `io.modelcontextprotocol/logLevel` for a stateless upstream, which logs only on request.
+    pub log_level: Option<String>,
     /// Extra HTTP headers (e.g. `Mcp-Param-*`) to send with the request.
     pub headers: Vec<(String, String)>,
 }
@@ -157,6 +160,9 @@ pub fn decorate_request(info: &ServerInfo, msg: &mut Value, env: &Envelope, gate
                         let caps = env.client_capabilities.clone().unwrap_or_else(|| gateway_caps.clone());
                         m.insert(META_CLIENT_CAPABILITIES.into(), caps);
                         m.entry(META_CLIENT_INFO).or_insert_with(|| client_info.clone());
+                        if let Some(level) = &env.log_level {
+                            m.entry(META_LOG_LEVEL).or_insert_with(|| level.clone().into());
+                        }
                     }
                 }
             }
@@ -165,6 +171,14 @@ pub fn decorate_request(info: &ServerInfo, msg: &mut Value, env: &Envelope, gate
             h
         }
     }
+}
+
+/// Legacy methods that have no 2026-07-28 counterpart, answered `{}` by the gateway instead of
+/// being sent to a stateless upstream: `ping` (no session to keep alive), `logging/setLevel`
+/// (the level travels in each request's envelope instead) and resource (un)subscription
+/// (updates arrive on the `subscriptions/listen` stream).
+pub fn answered_locally(era: Era, method: &str) -> bool {
+    era == Era::Stateless && matches!(method, "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe")
 }
 
 /// The 2026-07-28 routing headers for a request: `MCP-Protocol-Version` (from the envelope),

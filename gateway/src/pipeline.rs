@@ -46,8 +46,9 @@ pub struct Caller {
 pub enum CallerEra {
     /// 2025-11-25 and earlier: a session.
     Legacy(Arc<Session>),
-    /// 2026-07-28: the envelope from this request's `_meta`.
-    Stateless { version: String, capabilities: Value },
+    /// 2026-07-28: the envelope from this request's `_meta`. `logs` says whether the request
+    /// asked for log notifications (`io.modelcontextprotocol/logLevel`).
+    Stateless { version: String, capabilities: Value, logs: bool },
 }
 
 impl Caller {
@@ -352,7 +353,11 @@ impl Gateway {
         let (rel_tx, mut rel_rx) = mpsc::channel(64);
         let opts = CallOpts {
             related: Some(rel_tx),
-            envelope: Envelope { client_capabilities: Some(caller.capabilities()), headers: caller.forward_headers.clone() },
+            envelope: Envelope {
+                client_capabilities: Some(caller.capabilities()),
+                log_level: caller.session().and_then(|s| lock(&s.log_level).clone()),
+                headers: caller.forward_headers.clone(),
+            },
             timeout: None,
             prefer_legacy: !caller.is_stateless(),
         };
@@ -377,6 +382,11 @@ impl Gateway {
     fn relay_related(&self, caller: &Caller, up: &Upstream, rel: Related) {
         match rel {
             Related::Notification(msg) => {
+                // On the 2026 wire a request gets log messages only if it asked for them, even
+                // when a legacy upstream sends them anyway.
+                if matches!(caller.era, CallerEra::Stateless { logs: false, .. }) && jsonrpc::method(&msg) == Some("notifications/message") {
+                    return;
+                }
                 if caller.out.try_send(msg).is_err() {
                     tracing::debug!("client stream full or closed; notification dropped");
                 }
@@ -462,13 +472,19 @@ impl Gateway {
     }
 
     async fn set_level(&self, caller: &Caller, req: Value) -> Result<Reply, CallError> {
+        let level = jsonrpc::params(&req).and_then(|p| p.get("level")).and_then(Value::as_str).map(str::to_owned);
+        if let Some(s) = caller.session() {
+            *lock(&s.log_level) = level;
+        }
         for (i, slot) in self.slots.iter().enumerate() {
             let Ok(up) = self.upstream_for(caller, i).await else { continue };
-            if let Ok(info) = up.info().await
-                && info.era == era::Era::Legacy && info.capabilities.get("logging").is_some()
-                    && let Err(e) = up.request(req.clone(), CallOpts::default()).await {
-                        tracing::debug!(upstream = %slot.cfg.name, error = %e, "logging/setLevel failed");
-                    }
+            let logs = up.info().await.is_ok_and(|info| info.capabilities.get("logging").is_some());
+            if logs {
+                let opts = CallOpts { prefer_legacy: !caller.is_stateless(), ..CallOpts::default() };
+                if let Err(e) = up.request(req.clone(), opts).await {
+                    tracing::debug!(upstream = %slot.cfg.name, error = %e, "logging/setLevel failed");
+                }
+            }
         }
         Ok(Reply::Result(json!({})))
     }

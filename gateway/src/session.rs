@@ -48,6 +48,8 @@ pub struct Session {
     /// The client's in-flight requests, by their JSON id text, for `notifications/cancelled`.
     inflight: Mutex<HashMap<String, AbortHandle>>,
     pub subscriptions: Mutex<HashSet<String>>,
+    /// The level from the client's last `logging/setLevel`.
+    pub log_level: Mutex<Option<String>>,
     /// Upstreams with `per_session = true`, started for this session on first use.
     pub own_upstreams: Mutex<HashMap<usize, Upstream>>,
 }
@@ -66,6 +68,7 @@ impl Session {
             next_request: AtomicU64::new(1),
             inflight: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashSet::new()),
+            log_level: Mutex::new(None),
             own_upstreams: Mutex::new(HashMap::new()),
         }
     }

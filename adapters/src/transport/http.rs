@@ -106,6 +106,19 @@ impl HttpTransport {
                 rb = rb.header(PROTOCOL_HEADER, v.as_str());
             }
         }
+        // Routing headers computed for this request replace same-named configured ones, so a
+        // header can never be sent twice (2026 servers reject duplicates).
+        let mut rb = match rb.build() {
+            Ok(mut req) => {
+                for (k, v) in extra {
+                    if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                        req.headers_mut().insert(name, value);
+                    }
+                }
+                return reqwest::RequestBuilder::from_parts(self.client.clone(), req);
+            }
+            Err(_) => self.client.request(reqwest::Method::POST, &self.spec.url),
+        };
         for (k, v) in extra {
             rb = rb.header(k.as_str(), v.as_str());
         }

@@ -252,9 +252,10 @@ async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -
         .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
+    let logs = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).and_then(|m| m.get(era::META_LOG_LEVEL)).is_some();
     let caller = move |out| Caller {
         principal: stages::authenticate(None),
-        era: CallerEra::Stateless { version: version.clone(), capabilities: capabilities.clone() },
+        era: CallerEra::Stateless { version: version.clone(), capabilities: capabilities.clone(), logs },
         out,
         forward_headers,
     };

@@ -127,7 +127,8 @@ async fn handle(gw: &Arc<Gateway>, mode: &mut Mode, msg: Value, out: &mpsc::Send
                 return;
             }
             let capabilities = meta.and_then(|m| m.get(era::META_CLIENT_CAPABILITIES)).cloned().unwrap_or_else(|| serde_json::json!({}));
-            let caller = Caller { principal: stages::authenticate(None), era: CallerEra::Stateless { version, capabilities }, out: out.clone(), forward_headers: Vec::new() };
+            let logs = meta.and_then(|m| m.get(era::META_LOG_LEVEL)).is_some();
+            let caller = Caller { principal: stages::authenticate(None), era: CallerEra::Stateless { version, capabilities, logs }, out: out.clone(), forward_headers: Vec::new() };
             spawn_request(gw, caller, msg, out.clone(), None);
         }
         (Mode::Legacy(s), Some(Kind::Notification)) => {
