@@ -80,15 +80,36 @@ pub struct CallOpts {
 #[derive(Debug)]
 pub enum Related {
     Notification(Value),
-    /// A server→client request. Answer it with [`Upstream::respond`], keeping its `id`.
-    Request(Value),
+    /// A server→client request. Answer it through the [`Responder`], keeping its `id`.
+    Request(Value, Responder),
+}
+
+/// Sends the answer to a server→client request back on the connection the request came from
+/// (an HTTP upstream may have two: its 2026 one and a legacy session).
+#[derive(Clone)]
+pub struct Responder {
+    conn: std::sync::Weak<Conn>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder").field("live", &(self.conn.strong_count() > 0)).finish()
+    }
+}
+
+impl Responder {
+    pub async fn respond(&self, msg: Value) -> Result<(), TransportError> {
+        let conn = self.conn.upgrade().ok_or(TransportError::Closed)?;
+        conn.send(msg, None, Vec::new(), self.timeout).await
+    }
 }
 
 /// A message from the upstream that belongs to no in-flight request.
 #[derive(Debug)]
 pub enum UpstreamEvent {
     Notification { upstream: String, msg: Value },
-    Request { upstream: String, msg: Value },
+    Request { upstream: String, msg: Value, responder: Responder },
     /// The connection was (re)established; lists may have changed.
     Connected { upstream: String },
 }
@@ -109,10 +130,13 @@ impl Conn {
     async fn send(&self, msg: Value, our_id: Option<u64>, extra: ExtraHeaders, timeout: Duration) -> Result<(), TransportError> {
         match self {
             Conn::Stdio(t) => t.send(&msg).await,
-            Conn::Http(t) => {
+            // Requests run concurrently (their answers arrive on the inbound channel);
+            // notifications and responses are sent in order and awaited.
+            Conn::Http(t) if our_id.is_some() => {
                 t.send(msg, our_id, extra, timeout);
                 Ok(())
             }
+            Conn::Http(t) => t.post(&msg, None, &extra, timeout).await,
         }
     }
     async fn closed(&self) {
@@ -138,7 +162,7 @@ enum State {
 }
 
 struct Live {
-    conn: Conn,
+    conn: Arc<Conn>,
     info: ServerInfo,
 }
 
@@ -288,7 +312,7 @@ impl Upstream {
         let TransportSpec::Http(spec) = &self.inner.spec.transport else { return None };
         let mut side = self.inner.legacy_side.lock().await;
         if let Some(Ok(live)) = &*side {
-            let Conn::Http(t) = &live.conn else { return None };
+            let Conn::Http(t) = &*live.conn else { return None };
             if !t.is_closed() {
                 return Some(Arc::clone(live));
             }
@@ -298,8 +322,8 @@ impl Upstream {
         }
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(1024);
         let t = HttpTransport::new(&self.inner.spec.name, spec.clone(), self.inner.http.clone(), in_tx, self.inner.spec.max_message);
-        tokio::spawn(route_inbound(Arc::downgrade(&self.inner), in_rx));
         let conn = Arc::new(Conn::Http(Arc::clone(&t)));
+        tokio::spawn(route_inbound(Arc::downgrade(&self.inner), in_rx, Arc::downgrade(&conn), self.inner.spec.timeout));
         let init = era::initialize_request(&self.inner.spec.client_capabilities, &self.inner.spec.client_info);
         let info = match raw_request(&self.inner, &conn, init, timeout).await.map(|r| era::parse_initialize(&r)) {
             Ok(Ok(info)) => info,
@@ -312,7 +336,6 @@ impl Upstream {
         t.set_protocol_version(Some(info.protocol_version.clone()));
         let _ = conn.send(jsonrpc::notification("notifications/initialized", None), None, Vec::new(), timeout).await;
         t.open_listen_stream(None);
-        let Ok(conn) = Arc::try_unwrap(conn) else { return None };
         let live = Arc::new(Live { conn, info });
         *side = Some(Ok(Arc::clone(&live)));
         Some(live)
@@ -326,11 +349,6 @@ impl Upstream {
             .send(msg, None, Vec::new(), self.inner.spec.timeout)
             .await
             .map_err(|e| UpstreamError::Transport(self.inner.spec.name.clone(), e))
-    }
-
-    /// Answers a server→client request (the response carries the upstream's own id).
-    pub async fn respond(&self, msg: Value) -> Result<(), UpstreamError> {
-        self.notify(msg).await
     }
 
     /// Stops the supervisor and the connection (SIGTERM/SIGKILL for a child, DELETE for HTTP).
@@ -406,14 +424,13 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
             }
         };
         let conn = Arc::new(conn);
-        tokio::spawn(route_inbound(Arc::downgrade(&inner), in_rx));
+        tokio::spawn(route_inbound(Arc::downgrade(&inner), in_rx, Arc::downgrade(&conn), inner.spec.timeout));
         match handshake(&inner, &conn).await {
             Ok(info) => {
                 tracing::info!(upstream = %inner.spec.name, era = ?info.era, version = %info.protocol_version, "upstream connected");
                 if let Conn::Http(t) = &*conn {
                     t.open_listen_stream(listen_post(&inner, &info));
                 }
-                let Ok(conn) = Arc::try_unwrap(conn) else { return };
                 let live = Arc::new(Live { conn, info });
                 if !inner.state.send_if_modified(|s| set_unless_closed(s, State::Ready(Arc::clone(&live)))) {
                     live.conn.shutdown().await;
@@ -522,7 +539,7 @@ async fn raw_request(inner: &Inner, conn: &Conn, mut msg: Value, timeout: Durati
 
 /// Routes what the transport received: responses to their waiter, related messages to the
 /// request they belong to, the rest to the gateway.
-async fn route_inbound(weak: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Inbound>) {
+async fn route_inbound(weak: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Inbound>, conn: std::sync::Weak<Conn>, timeout: Duration) {
     while let Some(item) = rx.recv().await {
         let Some(inner) = weak.upgrade() else { return };
         match item {
@@ -531,12 +548,15 @@ async fn route_inbound(weak: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Inbo
                     let _ = p.tx.send(Err(error));
                 }
             }
-            Inbound::Message { msg, related_to } => route_message(&inner, msg, related_to).await,
+            Inbound::Message { msg, related_to } => {
+                let responder = Responder { conn: conn.clone(), timeout };
+                route_message(&inner, msg, related_to, responder).await;
+            }
         }
     }
 }
 
-async fn route_message(inner: &Inner, mut msg: Value, related_to: Option<u64>) {
+async fn route_message(inner: &Inner, mut msg: Value, related_to: Option<u64>, responder: Responder) {
     let name = &inner.spec.name;
     match jsonrpc::kind(&msg) {
         Some(Kind::Response) => {
@@ -560,7 +580,7 @@ async fn route_message(inner: &Inner, mut msg: Value, related_to: Option<u64>) {
             };
             let sink = target.and_then(|id| lock(&inner.pending).get(&id).and_then(|p| p.related.clone()));
             let related = match kind {
-                Kind::Request => Related::Request(msg),
+                Kind::Request => Related::Request(msg, responder),
                 _ => Related::Notification(msg),
             };
             match sink {
@@ -569,7 +589,7 @@ async fn route_message(inner: &Inner, mut msg: Value, related_to: Option<u64>) {
                 }
                 None => {
                     let ev = match related {
-                        Related::Request(msg) => UpstreamEvent::Request { upstream: name.clone(), msg },
+                        Related::Request(msg, responder) => UpstreamEvent::Request { upstream: name.clone(), msg, responder },
                         Related::Notification(msg) => UpstreamEvent::Notification { upstream: name.clone(), msg },
                     };
                     let _ = inner.events.send(ev).await;

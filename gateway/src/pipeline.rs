@@ -366,11 +366,11 @@ impl Gateway {
         loop {
             tokio::select! {
                 biased;
-                Some(rel) = rel_rx.recv() => self.relay_related(caller, up, rel),
+                Some(rel) = rel_rx.recv() => self.relay_related(caller, rel),
                 resp = &mut call => {
                     // Whatever the upstream said before its response goes out before it.
                     while let Ok(rel) = rel_rx.try_recv() {
-                        self.relay_related(caller, up, rel);
+                        self.relay_related(caller, rel);
                     }
                     return resp.map_err(CallError::from);
                 }
@@ -379,7 +379,7 @@ impl Gateway {
     }
 
     /// Relays one message the upstream sent about a call in flight.
-    fn relay_related(&self, caller: &Caller, up: &Upstream, rel: Related) {
+    fn relay_related(&self, caller: &Caller, rel: Related) {
         match rel {
             Related::Notification(msg) => {
                 // On the 2026 wire a request gets log messages only if it asked for them, even
@@ -391,9 +391,8 @@ impl Gateway {
                     tracing::debug!("client stream full or closed; notification dropped");
                 }
             }
-            Related::Request(msg) => {
+            Related::Request(msg, responder) => {
                 let upstream_id = msg.get("id").cloned().unwrap_or(Value::Null);
-                let up = up.clone();
                 let out = caller.out.clone();
                 let session = caller.session().cloned();
                 let timeout = self.cfg.limits.client_request_timeout;
@@ -409,7 +408,7 @@ impl Gateway {
                     if let Some(o) = resp.as_object_mut() {
                         o.insert("id".into(), upstream_id);
                     }
-                    let _ = up.respond(resp).await;
+                    let _ = responder.respond(resp).await;
                 });
             }
         }
@@ -632,13 +631,12 @@ impl Gateway {
                     m => tracing::debug!(%upstream, method = m, "upstream notification outside any call dropped (no session to route it to)"),
                 }
             }
-            UpstreamEvent::Request { upstream, msg } => {
+            UpstreamEvent::Request { msg, responder, .. } => {
                 // A shared upstream asked something outside any call: no client can be chosen
                 // without guessing, and guessing would leak across sessions.
-                let Some(i) = self.upstream_index(&upstream) else { return };
                 let id = msg.get("id").cloned().unwrap_or(Value::Null);
                 let resp = jsonrpc::error(id, jsonrpc::code::METHOD_NOT_FOUND, "no client session to route this request to", None);
-                let _ = self.slots[i].shared.respond(resp).await;
+                let _ = responder.respond(resp).await;
             }
         }
     }

@@ -140,7 +140,8 @@ impl HttpTransport {
         });
     }
 
-    async fn post(
+    /// POSTs one message and delivers what comes back to the inbound channel.
+    pub(crate) async fn post(
         &self,
         msg: &Value,
         our_id: Option<u64>,
@@ -148,6 +149,7 @@ impl HttpTransport {
         timeout: Duration,
     ) -> Result<(), TransportError> {
         let body = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
+        let sent_session = self.session_id().is_some();
         let resp = self
             .build(reqwest::Method::POST, extra)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -157,12 +159,16 @@ impl HttpTransport {
             .await
             .map_err(|e| TransportError::Http(without_url(&e)))?;
         let status = resp.status();
-        if let Some(sid) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
-            && let Ok(mut s) = self.state.lock()
-                && s.session_id.is_none() {
-                    s.session_id = Some(sid.to_owned());
-                }
-        if status == reqwest::StatusCode::NOT_FOUND && self.session_id().is_some() {
+        // A session id is taken only from a successful `initialize` answer: any other response
+        // (an error page, a 2026 answer) never turns a stateless connection into a session.
+        if status.is_success()
+            && jsonrpc::method(msg) == Some("initialize")
+            && let (Some(sid), Ok(mut s)) = (resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()), self.state.lock())
+        {
+            s.session_id = Some(sid.to_owned());
+        }
+        // 404 means "session expired" only for a request that carried a session id.
+        if status == reqwest::StatusCode::NOT_FOUND && sent_session {
             return Err(TransportError::SessionExpired);
         }
         if status == reqwest::StatusCode::ACCEPTED {
