@@ -233,9 +233,56 @@ pub fn decode_header_value(v: &str) -> Option<String> {
     }
 }
 
+/// Checks `Mcp-Param-*` headers against a tool call's arguments: every top-level property whose
+/// schema carries `"x-mcp-header": "<Token>"` must be mirrored by an `Mcp-Param-<Token>` header
+/// with the same value, and vice versa. `headers` are (lower-case name, raw value) pairs.
+/// Returns a message naming the first mismatch.
+pub fn check_param_headers(input_schema: &Value, arguments: Option<&Value>, headers: &[(String, String)]) -> Result<(), String> {
+    let Some(props) = input_schema.get("properties").and_then(Value::as_object) else { return Ok(()) };
+    for (arg, prop) in props {
+        let Some(token) = prop.get("x-mcp-header").and_then(Value::as_str) else { continue };
+        let name = format!("mcp-param-{}", token.to_ascii_lowercase());
+        let mut sent = headers.iter().filter(|(k, _)| *k == name);
+        let header = sent.next().map(|(_, v)| v);
+        if sent.next().is_some() {
+            return Err(format!("Mcp-Param-{token} header sent more than once"));
+        }
+        let value = arguments.and_then(|a| a.get(arg)).filter(|v| !v.is_null());
+        match (header, value) {
+            (None, None) => {}
+            (Some(_), None) => return Err(format!("Mcp-Param-{token} header present but argument `{arg}` is absent")),
+            (None, Some(_)) => return Err(format!("argument `{arg}` requires the Mcp-Param-{token} header")),
+            (Some(h), Some(v)) => {
+                let decoded = decode_header_value(h).ok_or_else(|| format!("Mcp-Param-{token} header has a malformed base64 value"))?;
+                let same = match v {
+                    Value::String(s) => *s == decoded,
+                    Value::Bool(b) => decoded == if *b { "true" } else { "false" },
+                    Value::Number(n) => decoded.parse::<f64>().ok().zip(n.as_f64()).is_some_and(|(a, b)| a == b),
+                    _ => false,
+                };
+                if !same {
+                    return Err(format!("Mcp-Param-{token} header does not match the request body's `{arg}` argument"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_headers_mirror_arguments() {
+        let schema = json!({"properties": {"region": {"type": "string", "x-mcp-header": "Region"}, "n": {"type": "integer", "x-mcp-header": "N"}, "free": {"type": "string"}}});
+        let h = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert!(check_param_headers(&schema, Some(&json!({"region": "eu", "n": 42})), &h(&[("mcp-param-region", "eu"), ("mcp-param-n", "42.0")])).is_ok());
+        assert!(check_param_headers(&schema, Some(&json!({"region": "eu"})), &h(&[("mcp-param-region", "us")])).unwrap_err().contains("does not match"));
+        assert!(check_param_headers(&schema, Some(&json!({"region": "eu"})), &h(&[])).unwrap_err().contains("requires"));
+        assert!(check_param_headers(&schema, Some(&json!({})), &h(&[("mcp-param-region", "eu")])).unwrap_err().contains("absent"));
+        assert!(check_param_headers(&schema, Some(&json!({"region": "é"})), &h(&[("mcp-param-region", &encode_header_value("é"))])).is_ok());
+    }
 
     #[test]
     fn header_values_roundtrip() {

@@ -267,13 +267,21 @@ impl Gateway {
         // Stage "route": the client-visible name → (upstream, original name). Unknown names fail
         // here and nothing is sent anywhere.
         let target = target_of(method, &req)?;
-        let route = self.route(method, &target).await?;
+        let catalog = self.catalog().await;
+        let route = self.route_in(&catalog, method, &target)?;
         let slot = self.slots.get(route.upstream).ok_or(CallError::ShuttingDown)?;
         let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments")).cloned();
         let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments: arguments.as_ref() };
 
-        // Stage "validate": arguments against the pinned schema.
+        // Stage "validate": arguments against the pinned schema; on the 2026 wire, the
+        // `Mcp-Param-*` headers against the arguments they mirror.
         stages::validate(&info).map_err(CallError::InvalidParams)?;
+        if caller.is_stateless()
+            && method == "tools/call"
+            && let Some(schema) = catalog.tool_defs.get(&target).and_then(|d| d.get("inputSchema"))
+        {
+            era::check_param_headers(schema, arguments.as_ref(), &caller.forward_headers).map_err(CallError::HeaderMismatch)?;
+        }
         // Stage "label": argument provenance.
         stages::label(&info);
         // Stage "decide": Biscuit ∧ Cedar ∧ labels.
@@ -304,9 +312,13 @@ impl Gateway {
     }
 
     async fn route(&self, method: &str, target: &str) -> Result<Route, CallError> {
+        self.route_in(&*self.catalog().await, method, target)
+    }
+
+    fn route_in(&self, catalog: &Catalog, method: &str, target: &str) -> Result<Route, CallError> {
         match method {
-            "tools/call" => self.catalog().await.tool(target).cloned().ok_or_else(|| CallError::UnknownTool(target.into())),
-            "prompts/get" => self.catalog().await.prompt(target).cloned().ok_or_else(|| CallError::UnknownPrompt(target.into())),
+            "tools/call" => catalog.tool(target).cloned().ok_or_else(|| CallError::UnknownTool(target.into())),
+            "prompts/get" => catalog.prompt(target).cloned().ok_or_else(|| CallError::UnknownPrompt(target.into())),
             _ => catalog::route_uri(&self.spaces, target).ok_or_else(|| CallError::UnknownResource(target.into())),
         }
     }

@@ -187,11 +187,25 @@ impl HttpTransport {
             // -32022 from a 2026-07-28 server): relay it rather than inventing our own error.
             if !is_sse
                 && let Ok(bytes) = read_limited(resp, self.max_message).await
-                    && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-                        && jsonrpc::kind(&v) == Some(jsonrpc::Kind::Response) {
-                            self.deliver(v, our_id).await;
-                            return Ok(());
-                        }
+                && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
+                && let Some(obj) = v.as_object_mut()
+                && obj.contains_key("error")
+                && !obj.contains_key("method")
+            {
+                // Some servers leave `id` out of errors about requests they did not parse.
+                obj.entry("id").or_insert(Value::Null);
+                // Servers built on the TypeScript SDK answer an unknown session with 400 and
+                // "No valid session ID" instead of 404: that is an expired session too.
+                let about_session = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.to_ascii_lowercase().contains("session"));
+                if sent_session && status == reqwest::StatusCode::BAD_REQUEST && about_session {
+                    return Err(TransportError::SessionExpired);
+                }
+                self.deliver(v, our_id).await;
+                return Ok(());
+            }
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {
@@ -214,7 +228,16 @@ impl HttpTransport {
         }
     }
 
-    async fn deliver(&self, msg: Value, related_to: Option<u64>) {
+    async fn deliver(&self, mut msg: Value, related_to: Option<u64>) {
+        // An error answer that could not name our request (`"id": null`, e.g. a server that
+        // rejected it before parsing) still answers the request this POST carried.
+        if let Some(id) = related_to
+            && msg.get("id") == Some(&Value::Null)
+            && msg.get("error").is_some()
+            && let Some(o) = msg.as_object_mut()
+        {
+            o.insert("id".into(), id.into());
+        }
         let _ = self.inbound.send(Inbound::Message { msg, related_to }).await;
     }
 
