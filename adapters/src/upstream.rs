@@ -226,10 +226,13 @@ impl Upstream {
     async fn live(&self, wait: Duration) -> Result<Arc<Live>, UpstreamError> {
         let name = &self.inner.spec.name;
         let mut rx = self.inner.state.subscribe();
-        let fut = rx.wait_for(|s| matches!(s, State::Ready(_) | State::Closed));
+        // A connection that is being (re)established is waited for; one whose last attempt
+        // failed (and is backing off) fails the call at once instead of holding it.
+        let fut = rx.wait_for(|s| matches!(s, State::Ready(_) | State::Closed | State::Failed(_)));
         match tokio::time::timeout(wait, fut).await {
             Ok(Ok(s)) => match &*s {
                 State::Ready(live) => Ok(Arc::clone(live)),
+                State::Failed(why) => Err(UpstreamError::Unavailable(name.clone(), why.clone())),
                 _ => Err(UpstreamError::Unavailable(name.clone(), "shut down".into())),
             },
             Ok(Err(_)) => Err(UpstreamError::Unavailable(name.clone(), "shut down".into())),
@@ -400,6 +403,8 @@ async fn supervise(weak: std::sync::Weak<Inner>) {
         if matches!(*inner.state.borrow(), State::Closed) {
             return;
         }
+        // Calls made while this attempt runs wait for it; they fail fast only between attempts.
+        inner.state.send_if_modified(|s| set_unless_closed(s, State::Connecting));
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(1024);
         let started = tokio::time::Instant::now();
         let conn = match &inner.spec.transport {

@@ -83,7 +83,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!("clawgate listening on http://{local}{path}");
-            crate::front::http::serve(Arc::clone(&gw), listener, shutdown_signal()).await?;
+            let g = Arc::clone(&gw);
+            let shutdown = async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                g.begin_shutdown();
+            };
+            crate::front::http::serve(Arc::clone(&gw), listener, shutdown).await?;
             gw.shutdown().await;
             Ok(0)
         }

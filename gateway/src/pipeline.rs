@@ -90,6 +90,17 @@ pub struct Gateway {
     pub sessions: Sessions,
     /// List-changed notifications for 2026-07-28 `subscriptions/listen` streams.
     changes: broadcast::Sender<Value>,
+    /// Flips to `true` when shutdown begins, ending every long-lived stream.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Resolves once the gateway starts shutting down.
+pub struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    pub async fn changed_to_true(&mut self) {
+        let _ = self.0.wait_for(|c| *c).await;
+    }
 }
 
 impl Gateway {
@@ -116,6 +127,7 @@ impl Gateway {
             spaces,
             cfg: Arc::new(cfg),
             changes,
+            closing: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(event_loop(Arc::downgrade(&gw), ev_rx));
         tokio::spawn(sweep_loop(Arc::downgrade(&gw)));
@@ -130,8 +142,19 @@ impl Gateway {
         self.changes.subscribe()
     }
 
+    pub fn closing(&self) -> Closing {
+        Closing(self.closing.subscribe())
+    }
+
+    /// Ends every long-lived client stream (GET and `subscriptions/listen`) so that a graceful
+    /// HTTP shutdown does not wait on them.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// Stops every upstream (children get SIGTERM, then SIGKILL) and closes all sessions.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
         for s in self.sessions.all() {
             if let Some(s) = self.sessions.remove(&s.id) {
                 s.close().await;

@@ -136,12 +136,10 @@ impl Session {
         }
     }
 
-    pub fn track(&self, client_id: &Value, handle: AbortHandle) {
-        lock(&self.inflight).insert(client_id.to_string(), handle);
-    }
-
-    pub fn untrack(&self, client_id: &Value) {
-        lock(&self.inflight).remove(&client_id.to_string());
+    fn track(self: &Arc<Self>, client_id: &Value, handle: AbortHandle) -> Untrack {
+        let key = client_id.to_string();
+        lock(&self.inflight).insert(key.clone(), handle);
+        Untrack { session: Arc::clone(self), key }
     }
 
     /// Aborts an in-flight request (the client sent `notifications/cancelled`). Dropping the
@@ -167,6 +165,37 @@ impl Session {
             u.shutdown().await;
         }
     }
+}
+
+/// Removes an in-flight entry when dropped: the call finished, or was aborted.
+pub struct Untrack {
+    session: Arc<Session>,
+    key: String,
+}
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        lock(&self.session.inflight).remove(&self.key);
+    }
+}
+
+/// Spawns a client request's task, registered under the client's request id so that
+/// `notifications/cancelled` can abort it. The registration lives inside the task and is
+/// removed however the task ends (done, aborted, or the client went away).
+pub fn spawn_tracked<F>(session: Option<&Arc<Session>>, client_id: &Value, fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (go_tx, go_rx) = oneshot::channel::<Option<Untrack>>();
+    let task = tokio::spawn(async move {
+        let _untrack = go_rx.await.ok().flatten();
+        fut.await
+    });
+    let guard = session.map(|s| s.track(client_id, task.abort_handle()));
+    // If the task is already gone, the guard comes back here and is dropped: no stale entry.
+    let _ = go_tx.send(guard);
+    task
 }
 
 /// All live sessions, bounded in number and swept when idle.

@@ -72,3 +72,45 @@ fn stdio_front_serves_one_client_and_keeps_stdout_for_protocol() {
     let status = child.wait().unwrap();
     assert!(status.success());
 }
+
+/// One raw HTTP/1.1 exchange on a fresh connection; returns the head and whatever body arrived.
+fn http(port: u16, request: &str) -> (String, std::net::TcpStream) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), s)
+}
+
+#[test]
+fn sigterm_shuts_down_promptly_even_with_open_streams() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(BIN).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (head, _) = http(port, &format!("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    let sid = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("mcp-session-id: ").map(str::to_owned)).unwrap();
+    // Hold a standalone GET stream open while the gateway is asked to stop.
+    let (head, _stream) = http(port, &format!("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n\r\n"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let t0 = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(8), "still running {:?} after SIGTERM", t0.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{CallError, status_for_code};
 use crate::pipeline::{Caller, CallerEra, Gateway};
-use crate::session::Session;
+use crate::session::{Session, spawn_tracked};
 use crate::stages;
 
 const SESSION: &str = "mcp-session-id";
@@ -324,6 +324,7 @@ fn listen(app: &App, msg: &Value) -> Response {
         filter.get(key).and_then(Value::as_bool).unwrap_or(false)
     };
     let mut changes = app.gw.subscribe_changes();
+    let mut closing = app.gw.closing();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let ack = jsonrpc::notification(
         "notifications/subscriptions/acknowledged",
@@ -340,6 +341,7 @@ fn listen(app: &App, msg: &Value) -> Response {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         loop {
             tokio::select! {
+                () = closing.changed_to_true() => return,
                 ev = changes.recv() => match ev {
                     Ok(mut n) => {
                         let m = jsonrpc::method(&n).unwrap_or_default();
@@ -376,10 +378,7 @@ async fn run(
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(64);
     let caller = caller(out_tx);
     let gw = Arc::clone(&app.gw);
-    let mut task = tokio::spawn(async move { gw.handle_request(&caller, msg).await });
-    if let Some(s) = &session {
-        s.track(&id, task.abort_handle());
-    }
+    let mut task = spawn_tracked(session.as_ref(), &id, async move { gw.handle_request(&caller, msg).await });
     let abort = AbortOnDrop(task.abort_handle());
     let finish = |res: Result<Value, tokio::task::JoinError>| -> Value {
         res.unwrap_or_else(|_| jsonrpc::error(id.clone(), jsonrpc::code::INTERNAL_ERROR, "request cancelled", None))
@@ -404,11 +403,9 @@ async fn run(
                         Some(m) = out_rx.recv() => first = Some(m),
                     }
                 };
-                if let Some(s) = &session { s.untrack(&id); }
                 return json_response(status_of(&resp), &resp, None);
             }
             let (tx, rx) = mpsc::channel::<Bytes>(64);
-            let session = session.clone();
             tokio::spawn(async move {
                 let _abort = abort;
                 if tx.send(sse_chunk(&first)).await.is_err() { return; }
@@ -422,7 +419,6 @@ async fn run(
                             while let Ok(m) = out_rx.try_recv() {
                                 let _ = tx.send(sse_chunk(&m)).await;
                             }
-                            if let Some(s) = &session { s.untrack(&id); }
                             if let Ok(resp) = res {
                                 let _ = tx.send(sse_chunk(&resp)).await;
                             }
@@ -434,7 +430,6 @@ async fn run(
             sse_response(rx)
         }
         res = &mut task => {
-            if let Some(s) = &session { s.untrack(&id); }
             // Messages queued just before the response still go first, by need.
             if let Ok(first) = out_rx.try_recv()
                 && let Some(s) = &session { s.send_standalone(first); }
@@ -473,10 +468,12 @@ async fn handle_get(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     let (msg_tx, mut msg_rx) = mpsc::channel::<Value>(256);
     session.set_standalone(msg_tx);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut closing = app.gw.closing();
     tokio::spawn(async move {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         loop {
             tokio::select! {
+                () = closing.changed_to_true() => return,
                 m = msg_rx.recv() => match m {
                     Some(m) => if tx.send(sse_chunk(&m)).await.is_err() { return; },
                     None => return,

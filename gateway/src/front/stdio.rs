@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::CallError;
 use crate::pipeline::{Caller, CallerEra, Gateway};
-use crate::session::Session;
+use crate::session::{Session, spawn_tracked};
 use crate::stages;
 
 enum Mode {
@@ -145,16 +145,8 @@ async fn handle(gw: &Arc<Gateway>, mode: &mut Mode, msg: Value, out: &mpsc::Send
 fn spawn_request(gw: &Arc<Gateway>, caller: Caller, msg: Value, out: mpsc::Sender<Value>, session: Option<Arc<Session>>) {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let gw = Arc::clone(gw);
-    let s2 = session.clone();
-    let id2 = id.clone();
-    let task = tokio::spawn(async move {
+    spawn_tracked(session.as_ref(), &id, async move {
         let resp = gw.handle_request(&caller, msg).await;
-        if let Some(s) = &s2 {
-            s.untrack(&id2);
-        }
         let _ = out.send(resp).await;
     });
-    if let Some(s) = session {
-        s.track(&id, task.abort_handle());
-    }
 }
