@@ -1,1 +1,9 @@
-//! Pure decision engine for clawgate. It will hold Cedar policies, Biscuit tokens, data-flow labels and schema checks, and does no IO.
+//! Pure decision engine for clawgate: everything here is a function of its inputs, with no IO,
+//! so it can be tested exhaustively and fuzzed. It will hold Cedar policies, Biscuit tokens and
+//! data-flow labels; today it holds the tool-integrity checks.
+//!
+//! # Layout
+//! - [`integrity`]: canonical definitions and their digests (pins), structural diffs,
+//!   the text sanitiser, and the poisoning heuristics for tool descriptions.
+
+pub mod integrity;
