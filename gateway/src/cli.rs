@@ -37,8 +37,31 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Review and approve upstream tool definitions against the lockfile.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// Run the bundled demo MCP server on stdin/stdout.
     DemoUpstream,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Show how the upstreams' current definitions differ from the lockfile, and what the
+    /// poisoning heuristics flag. Exits 0 when nothing differs, 2 when something does.
+    Diff {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Pin the current definition of each named tool, prompt or template (as clients see it,
+    /// e.g. `demo__send_email`) as reviewed. A running gateway picks the change up.
+    Approve {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Approve every definition currently listed.
+        #[arg(long)]
+        all: bool,
+        names: Vec<String>,
+    },
 }
 
 fn load(config: Option<&Path>) -> anyhow::Result<Config> {
@@ -54,12 +77,19 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
+/// CLI tools keep stdout for their report and log only errors (to stderr).
+fn init_quiet_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
 /// Runs a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
-                println!("{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout().lock(), "{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
                 Ok(0)
             }
             Err(e) => {
@@ -67,6 +97,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
+        Command::Tools(ToolsCommand::Diff { config }) => {
+            init_quiet_logging();
+            let n = crate::tools_cli::diff_cmd(&config).await?;
+            Ok(if n == 0 { 0 } else { 2 })
+        }
+        Command::Tools(ToolsCommand::Approve { config, all, names }) => {
+            init_quiet_logging();
+            crate::tools_cli::approve_cmd(&config, &names, all).await?;
+            Ok(0)
+        }
         Command::DemoUpstream => {
             crate::demo::run().await?;
             Ok(0)

@@ -45,6 +45,7 @@ pub struct Config {
     pub source: PathBuf,
     pub listen: Listen,
     pub limits: Limits,
+    pub pins: Pins,
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -99,6 +100,60 @@ pub struct UpstreamConfig {
     pub prefix: String,
     pub timeout: Duration,
     pub transport: TransportConfig,
+    /// How this upstream's definitions are pinned.
+    pub pin: PinMode,
+    /// What a poisoning finding in a description does.
+    pub poisoning: PoisonAction,
+    /// Operator overrides by the upstream's own tool name.
+    pub tools: BTreeMap<String, ToolOverride>,
+}
+
+/// `pin = "strict" | "tofu" | "off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    /// Only definitions in the lockfile are exposed; new or changed ones wait for approval.
+    Strict,
+    /// A definition is pinned the first time it is seen; a later change waits for approval.
+    #[default]
+    Tofu,
+    /// No pinning.
+    Off,
+}
+
+/// `poisoning = "warn" | "quarantine"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoisonAction {
+    /// Log the finding and expose the tool.
+    Warn,
+    /// Hide the tool until an operator approves it.
+    #[default]
+    Quarantine,
+}
+
+/// `[upstream.tools.<name>]`: what the operator changes about one tool.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverride {
+    /// Expose the tool under this name (still prefixed).
+    pub rename: Option<String>,
+    /// Replace the description the model sees.
+    pub description: Option<String>,
+    /// Do not expose the tool at all; calls get "unknown tool".
+    #[serde(default)]
+    pub hide: bool,
+    /// Argument values the gateway sets on every call; the client cannot change them, and they
+    /// are removed from the schema the client sees.
+    #[serde(default)]
+    pub fixed_arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[pins]`.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    /// The lockfile; `None` keeps pins in memory (the embedded default).
+    pub lockfile: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -148,7 +203,15 @@ struct RawConfig {
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
+    pins: RawPins,
+    #[serde(default)]
     upstream: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPins {
+    lockfile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +264,13 @@ struct RawUpstream {
     // http
     url: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
+    // integrity
+    #[serde(default)]
+    pin: PinMode,
+    #[serde(default)]
+    poisoning: PoisonAction,
+    #[serde(default)]
+    tools: BTreeMap<String, ToolOverride>,
 }
 
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -231,6 +301,8 @@ impl Config {
             key: None,
             message: format!("cannot locate the clawgate binary: {e}"),
         })?;
+        // The embedded default keeps its pins in memory: it writes nothing to disk.
+        cfg.pins.lockfile = None;
         for up in &mut cfg.upstreams {
             if let TransportConfig::Stdio { command, .. } = &mut up.transport
                 && command == "clawgate" {
@@ -364,9 +436,26 @@ impl Config {
                     TransportConfig::Http { url: url_s, headers }
                 }
             };
-            upstreams.push(UpstreamConfig { name, prefix, timeout: u.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT), transport });
+            for (tool, o) in &u.tools {
+                if let Some(r) = &o.rename
+                    && (r.is_empty() || r.contains("__") || r.chars().any(|c| c.is_control() || c.is_whitespace()))
+                {
+                    return Err(err(Some(up.span()), key(&format!("tools.{tool}.rename")), format!("`{r}` must be non-empty, without whitespace or `__`")));
+                }
+            }
+            upstreams.push(UpstreamConfig {
+                name,
+                prefix,
+                timeout: u.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+                transport,
+                pin: u.pin,
+                poisoning: u.poisoning,
+                tools: u.tools.clone(),
+            });
         }
-        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, upstreams })
+        // The lockfile sits beside the config unless `[pins] lockfile` says otherwise.
+        let pins = Pins { lockfile: Some(base.join(raw.pins.lockfile.as_deref().unwrap_or("clawgate.lock"))) };
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, upstreams })
     }
 }
 
@@ -497,6 +586,22 @@ mod tests {
         assert!(e.message.contains("NOPE"));
         assert_eq!(e.key.as_deref(), Some("upstream[0].headers.Authorization"));
         assert_eq!(expand_env("a$$b${TOKEN}$c", &|_| Some("v".into())).unwrap(), "a$bv$c");
+    }
+
+    #[test]
+    fn integrity_keys() {
+        let cfg = parse("[pins]\nlockfile = \"locks/x.lock\"\n[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\npin = \"strict\"\npoisoning = \"warn\"\n[upstream.tools.send_email]\nrename = \"send\"\ndescription = \"Send mail.\"\nfixed_arguments = { from = \"me@corp.example\" }\n[upstream.tools.delete]\nhide = true\n").unwrap();
+        assert_eq!(cfg.pins.lockfile.as_deref(), Some(Path::new("/base/locks/x.lock")));
+        let up = &cfg.upstreams[0];
+        assert_eq!((up.pin, up.poisoning), (PinMode::Strict, PoisonAction::Warn));
+        assert_eq!(up.tools["send_email"].rename.as_deref(), Some("send"));
+        assert!(up.tools["delete"].hide);
+        assert_eq!(up.tools["send_email"].fixed_arguments["from"], "me@corp.example");
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\npin = \"sometimes\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("upstream[0].pin")));
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n[upstream.tools.t]\nhidden = true\n").unwrap_err();
+        assert!(e.message.contains("hidden"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum CallError {
     UnknownResource(String),
     #[error("invalid params: {0}")]
     InvalidParams(String),
+    #[error("`{name}` is quarantined: {reason}; an operator can review it with `clawgate tools diff` and approve it with `clawgate tools approve`")]
+    Quarantined { name: String, reason: String },
     // --- dispatch ---
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
@@ -69,6 +71,7 @@ impl CallError {
             Self::HeaderMismatch(_) => HEADER_MISMATCH,
             Self::MissingEnvelope(_) | Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => code::INVALID_PARAMS,
             Self::UnknownResource(_) => code::RESOURCE_NOT_FOUND,
+            Self::Quarantined { .. } => QUARANTINED,
             Self::MethodNotFound(_) => code::METHOD_NOT_FOUND,
             Self::Upstream(_) | Self::ClientTimeout(_) | Self::ClientCannot(_) | Self::ShuttingDown => code::INTERNAL_ERROR,
         }
@@ -113,6 +116,9 @@ impl CallError {
         jsonrpc::error(id, self.code(), &self.client_message(), self.data())
     }
 }
+
+/// clawgate: the tool (prompt, template) is withheld until an operator approves it.
+pub const QUARANTINED: i64 = -32051;
 
 /// MCP 2026-07-28: an HTTP routing header disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;

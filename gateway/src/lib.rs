@@ -7,7 +7,9 @@
 //! - [`pipeline`]: the gateway core and the ordered call path of every request.
 //! - [`stages`]: the typed seams of that path (authenticate, validate, label, decide,
 //!   rate-limit, post-process, audit). They do nothing yet; see SECURITY.md.
-//! - [`catalog`]: federation — namespaced, merged tool/prompt lists and URI routing.
+//! - [`catalog`]: federation — namespaced, merged tool/prompt lists and URI routing — with
+//!   pins, quarantine, sanitising and operator overrides applied.
+//! - [`pins`]: the lockfile (`clawgate.lock`).
 //! - [`error`]: every failure, and the one place it becomes a JSON-RPC/HTTP error.
 //! - [`demo`]: the bundled demo upstream (`clawgate demo-upstream`).
 //! - [`cli`]: the command line.
@@ -20,9 +22,11 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod front;
+pub mod pins;
 pub mod pipeline;
 pub mod session;
 pub mod stages;
+pub mod tools_cli;
 
 pub use config::Config;
 pub use pipeline::Gateway;

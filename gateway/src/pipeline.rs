@@ -18,10 +18,12 @@ use clawgate_adapters::jsonrpc;
 use clawgate_adapters::transport::http::HttpSpec;
 use clawgate_adapters::transport::stdio::StdioSpec;
 use clawgate_adapters::{CallOpts, Related, TransportSpec, Upstream, UpstreamEvent, UpstreamSpec};
+use clawgate_policies::integrity::sanitize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::catalog::{self, Catalog, Namespace, Route, UpstreamLists};
+use crate::catalog::{self, Catalog, Namespace, Route, UpstreamLists, UpstreamPolicy};
+use crate::pins::LockFile;
 use crate::config::{Config, TransportConfig, UpstreamConfig};
 use crate::error::CallError;
 use crate::session::{Session, Sessions, lock, new_session_id};
@@ -83,7 +85,10 @@ pub struct Gateway {
     cfg: Arc<Config>,
     slots: Vec<Slot>,
     spaces: Vec<Namespace>,
+    policies: Vec<UpstreamPolicy>,
     lists: Mutex<Vec<Option<UpstreamLists>>>,
+    /// The pins in force; reloaded when the lockfile changes on disk.
+    pins: RwLock<Arc<LockFile>>,
     /// Serialises list refreshes so that concurrent triggers do not interleave.
     refresh_lock: tokio::sync::Mutex<()>,
     catalog: RwLock<Arc<Catalog>>,
@@ -116,7 +121,16 @@ impl Gateway {
             let per_session = matches!(up.transport, TransportConfig::Stdio { per_session: true, .. });
             slots.push(Slot { cfg: up.clone(), spec, shared, per_session });
         }
-        let spaces = cfg.upstreams.iter().map(|u| Namespace { prefix: u.prefix.clone() }).collect();
+        let spaces: Vec<Namespace> = cfg.upstreams.iter().map(|u| Namespace { prefix: u.prefix.clone() }).collect();
+        let policies = cfg
+            .upstreams
+            .iter()
+            .map(|u| UpstreamPolicy { name: u.name.clone(), ns: Namespace { prefix: u.prefix.clone() }, pin: u.pin, poisoning: u.poisoning, overrides: u.tools.clone() })
+            .collect();
+        let pins = match &cfg.pins.lockfile {
+            Some(path) => LockFile::load(path).map_err(CallError::InvalidRequest)?,
+            None => LockFile::default(),
+        };
         let (changes, _) = broadcast::channel(256);
         let gw = Arc::new(Self {
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
@@ -125,12 +139,17 @@ impl Gateway {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             slots,
             spaces,
+            policies,
+            pins: RwLock::new(Arc::new(pins)),
             cfg: Arc::new(cfg),
             changes,
             closing: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(event_loop(Arc::downgrade(&gw), ev_rx));
         tokio::spawn(sweep_loop(Arc::downgrade(&gw)));
+        if gw.cfg.pins.lockfile.is_some() {
+            tokio::spawn(lockfile_watch_loop(Arc::downgrade(&gw)));
+        }
         Ok(gw)
     }
 
@@ -242,7 +261,7 @@ impl Gateway {
             "tools/list" => Ok(Reply::Result(json!({"tools": self.catalog().await.tools.clone()}))),
             "prompts/list" => Ok(Reply::Result(json!({"prompts": self.catalog().await.prompts.clone()}))),
             "resources/list" => self.list_resources(caller, "resources/list", "resources").await,
-            "resources/templates/list" => self.list_resources(caller, "resources/templates/list", "resourceTemplates").await,
+            "resources/templates/list" => Ok(Reply::Result(json!({"resourceTemplates": self.catalog().await.resource_templates.clone()}))),
             "tools/call" | "prompts/get" | "resources/read" => self.call(caller, method, req).await,
             "completion/complete" => self.complete(caller, req).await,
             "resources/subscribe" | "resources/unsubscribe" => self.subscribe(caller, method, req).await,
@@ -293,6 +312,17 @@ impl Gateway {
         let catalog = self.catalog().await;
         let route = self.route_in(&catalog, method, &target)?;
         let slot = self.slots.get(route.upstream).ok_or(CallError::ShuttingDown)?;
+        // Operator-fixed arguments replace whatever the client sent, before any check sees them.
+        if !route.fixed_arguments.is_empty()
+            && let Some(p) = jsonrpc::params_mut(&mut req)
+        {
+            let args = p.entry("arguments").or_insert_with(|| json!({}));
+            if let Some(a) = args.as_object_mut() {
+                for (k, v) in &route.fixed_arguments {
+                    a.insert(k.clone(), v.clone());
+                }
+            }
+        }
         let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments")).cloned();
         let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments: arguments.as_ref() };
 
@@ -323,9 +353,15 @@ impl Gateway {
         }
         let mut resp = self.dispatch(caller, route.upstream, req).await?;
 
-        // Stage "post-process": namespace URIs the result carries; sanitising comes later.
+        // Stage "post-process": namespace the URIs the result carries, and clean every string
+        // in it of what a reviewer cannot see but the model reads.
         if let Some(result) = resp.get_mut("result") {
             catalog::namespace_uris(&self.spaces[route.upstream], result);
+            let findings = sanitize::sanitize_value(result);
+            if !findings.is_empty() {
+                let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
+                tracing::warn!(target: "clawgate::integrity", upstream = %slot.cfg.name, %target, "result sanitised: {}", kinds.join(", "));
+            }
         }
         stages::post_process(&info, &mut resp);
 
@@ -339,6 +375,9 @@ impl Gateway {
     }
 
     fn route_in(&self, catalog: &Catalog, method: &str, target: &str) -> Result<Route, CallError> {
+        if let Some(q) = catalog.quarantined.get(target) {
+            return Err(CallError::Quarantined { name: target.to_owned(), reason: q.reason.to_string() });
+        }
         match method {
             "tools/call" => catalog.tool(target).cloned().ok_or_else(|| CallError::UnknownTool(target.into())),
             "prompts/get" => catalog.prompt(target).cloned().ok_or_else(|| CallError::UnknownPrompt(target.into())),
@@ -603,19 +642,93 @@ impl Gateway {
                 Err(e) => tracing::warn!(upstream = %slot.cfg.name, error = %e, "prompts/list failed"),
             }
         }
-        let mut lists = lock(&self.lists);
-        let old = lists.get(idx).cloned().flatten();
-        let changed = (
-            old.as_ref().is_none_or(|o| o.tools != fresh.tools),
-            old.as_ref().is_none_or(|o| o.prompts != fresh.prompts),
-        );
-        if let Some(l) = lists.get_mut(idx) {
+        if info.capabilities.get("resources").is_some() {
+            match fetch_all(up, "resources/templates/list", "resourceTemplates").await {
+                Ok(t) => fresh.resource_templates = t,
+                Err(e) => tracing::debug!(upstream = %slot.cfg.name, error = %e, "resources/templates/list failed"),
+            }
+        }
+        if let Some(l) = lock(&self.lists).get_mut(idx) {
             *l = Some(fresh);
         }
-        let cat = Catalog::build(&self.spaces, &lists);
-        drop(lists);
+        self.rebuild()
+    }
+
+    /// Rebuilds the catalog from the cached lists and the pins in force, writes first-use pins,
+    /// reports quarantines and findings, and swaps the catalog in. Returns whether the visible
+    /// tool and prompt lists changed.
+    fn rebuild(&self) -> (bool, bool) {
+        let lists = lock(&self.lists).clone();
+        let pins = Arc::clone(&self.pins.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let cat = Catalog::build(&self.policies, &lists, &pins);
+        if !cat.new_pins.is_empty() {
+            self.write_pins(&cat.new_pins);
+        }
+        for note in &cat.notes {
+            tracing::warn!(target: "clawgate::integrity", "{note}");
+        }
+        let old = Arc::clone(&self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (name, q) in &cat.quarantined {
+            if old.quarantined.get(name) != Some(q) {
+                let upstream = self.slots.get(q.upstream).map(|s| s.cfg.name.as_str()).unwrap_or_default();
+                tracing::warn!(target: "clawgate::integrity", %upstream, "{} `{name}` quarantined: {}", q.kind.as_str(), q.reason);
+            }
+        }
+        let changed = (old.tools != cat.tools, old.prompts != cat.prompts);
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);
         changed
+    }
+
+    /// Adds first-use pins: merged into what is on disk (never overwriting an entry), written
+    /// atomically, and put in force.
+    fn write_pins(&self, new: &[crate::pins::NewPin]) {
+        let mut guard = self.pins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut merged = match &self.cfg.pins.lockfile {
+            Some(path) => LockFile::load(path).unwrap_or_else(|e| {
+                tracing::error!("{e}; keeping the pins in memory");
+                (**guard).clone()
+            }),
+            None => (**guard).clone(),
+        };
+        if merged.add_absent(new) {
+            if let Some(path) = &self.cfg.pins.lockfile
+                && let Err(e) = merged.save(path)
+            {
+                tracing::error!("{e}");
+            }
+            for p in new {
+                tracing::info!(target: "clawgate::integrity", upstream = %p.upstream, "{} `{}` pinned on first use ({})", p.kind.as_str(), p.name, p.entry.digest);
+            }
+        }
+        *guard = Arc::new(merged);
+    }
+
+    /// Re-reads the lockfile (it changed on disk: `clawgate tools approve`, an edit) and, if it
+    /// parses, puts it in force and rebuilds. A broken lockfile leaves the last good pins.
+    async fn reload_pins(&self) {
+        let Some(path) = &self.cfg.pins.lockfile else { return };
+        match LockFile::load(path) {
+            Ok(lock) => {
+                *self.pins.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(lock);
+                let _g = self.refresh_lock.lock().await;
+                let (tools, prompts) = self.rebuild();
+                if tools {
+                    self.broadcast(jsonrpc::notification("notifications/tools/list_changed", None));
+                }
+                if prompts {
+                    self.broadcast(jsonrpc::notification("notifications/prompts/list_changed", None));
+                }
+            }
+            Err(e) => tracing::error!("{e}; the previous pins stay in force"),
+        }
+    }
+
+    /// The raw definitions each upstream currently lists, after making sure every upstream
+    /// was listed once (for `clawgate tools diff` and `approve`).
+    pub async fn upstream_lists(&self) -> Vec<(String, Option<UpstreamLists>)> {
+        self.catalog().await;
+        let lists = lock(&self.lists).clone();
+        self.slots.iter().map(|s| s.cfg.name.clone()).zip(lists).collect()
     }
 
     /// Sends a notification to every session's standalone stream and to 2026 subscribers.
@@ -790,6 +903,27 @@ async fn session_event_loop(session: std::sync::Weak<Session>, mut rx: mpsc::Rec
         match ev {
             UpstreamEvent::Notification { msg, .. } => s.send_standalone(msg),
             UpstreamEvent::Request { .. } | UpstreamEvent::Connected { .. } => {}
+        }
+    }
+}
+
+/// Puts lockfile edits (`clawgate tools approve`) in force without a restart.
+async fn lockfile_watch_loop(gw: std::sync::Weak<Gateway>) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        let Some(path) = gw.cfg.pins.lockfile.clone() else { return };
+        let now = stamp(&path);
+        if last.is_none() {
+            last = Some(now);
+            continue;
+        }
+        if last.as_ref() != Some(&now) {
+            last = Some(now);
+            gw.reload_pins().await;
         }
     }
 }

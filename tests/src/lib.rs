@@ -26,6 +26,10 @@ impl TestGateway {
         let mut cfg = clawgate::Config::parse(config, Path::new("test.toml"), Path::new("."), &|k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         cfg.listen.http = "127.0.0.1:0".parse()?;
+        // Tests that do not name a lockfile keep pins in memory rather than writing to the cwd.
+        if !config.contains("[pins]") {
+            cfg.pins.lockfile = None;
+        }
         let gw = clawgate::Gateway::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

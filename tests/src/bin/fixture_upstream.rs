@@ -21,6 +21,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 struct Fixture {
     name: String,
+    /// `--defs FILE`: extra tool definitions (a JSON array), re-read at every `tools/list`, so
+    /// a test can change them after the gateway approved them (a rug pull).
+    defs: Option<std::path::PathBuf>,
     extra_tool: AtomicBool,
     /// Request ids named by `notifications/cancelled` messages received (stdio).
     cancelled: std::sync::Mutex<Vec<Value>>,
@@ -42,6 +45,9 @@ impl Fixture {
             json!({"name": "change_tools", "description": "Adds a tool and says so.", "inputSchema": any}),
             json!({"name": "cancellations", "description": "Request ids this server was told to cancel.", "inputSchema": any}),
         ];
+        if let Some(extra) = self.defs.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()) {
+            t.extend(extra);
+        }
         if self.extra_tool.load(Ordering::Relaxed) {
             t.push(json!({"name": "added", "description": "Appeared after change_tools.", "inputSchema": any}));
         }
@@ -96,6 +102,9 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
                     "isError": false,
                 })),
                 "hang" | "crash" | "progress" | "sample" | "elicit" | "roots" | "change_tools" => return None,
+                _ if fx.tools().as_array().is_some_and(|t| t.iter().any(|d| d["name"] == name)) => {
+                    ok(id, json!({"content": [{"type": "text", "text": format!("{name} ran")}], "structuredContent": {"tool": name, "arguments": args}}))
+                }
                 _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool: {name}")}}),
             }
         }
@@ -246,7 +255,7 @@ async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::respons
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
         Some("http") => {
             let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
