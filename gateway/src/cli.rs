@@ -40,8 +40,17 @@ pub enum Command {
     /// Review and approve upstream tool definitions against the lockfile.
     #[command(subcommand)]
     Tools(ToolsCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the bundled demo MCP server on stdin/stdout.
     DemoUpstream,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log: exit 0 if intact, 1 naming the first bad line.
+    Verify { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +116,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::tools_cli::approve_cmd(&config, &names, all).await?;
             Ok(0)
         }
+        Command::Audit(AuditCommand::Verify { file }) => match crate::audit::verify(&file) {
+            Ok(n) => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout().lock(), "{}: {n} record(s), chain intact", file.display());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(1)
+            }
+        },
         Command::DemoUpstream => {
             crate::demo::run().await?;
             Ok(0)
@@ -123,6 +143,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!("clawgate listening on http://{local}{path}");
+            if let Some(admin_addr) = gw.config().admin.http {
+                let admin = tokio::net::TcpListener::bind(admin_addr).await.with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
+                tracing::info!("admin API on http://{}", admin.local_addr()?);
+                let (g, mut closing) = (Arc::clone(&gw), gw.closing());
+                tokio::spawn(async move {
+                    let _ = crate::admin::serve(g, admin, async move { closing.changed_to_true().await }).await;
+                });
+            }
             let g = Arc::clone(&gw);
             let shutdown = async move {
                 shutdown_signal().await;

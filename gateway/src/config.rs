@@ -46,6 +46,8 @@ pub struct Config {
     pub listen: Listen,
     pub limits: Limits,
     pub pins: Pins,
+    pub audit: Audit,
+    pub admin: Admin,
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -154,6 +156,24 @@ pub struct ToolOverride {
 pub struct Pins {
     /// The lockfile; `None` keeps pins in memory (the embedded default).
     pub lockfile: Option<PathBuf>,
+    /// Every upstream is re-listed this often, besides at connect and on `list_changed`, so a
+    /// server that changes silently is still caught.
+    pub relist_interval: Duration,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// Append-only, hash-chained JSON Lines file; `None` sends audit records to the log.
+    pub file: Option<PathBuf>,
+}
+
+/// `[admin]`: the operator API. Off unless `http` is set.
+#[derive(Clone, Default)]
+pub struct Admin {
+    pub http: Option<SocketAddr>,
+    /// Bearer token required on every admin request (read from this environment variable).
+    pub token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -192,6 +212,12 @@ impl fmt::Debug for TransportConfig {
     }
 }
 
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin").field("http", &self.http).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw (as written) shapes.
 
@@ -205,6 +231,10 @@ struct RawConfig {
     #[serde(default)]
     pins: RawPins,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     upstream: Vec<Spanned<RawUpstream>>,
 }
 
@@ -212,6 +242,21 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawPins {
     lockfile: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    relist_interval: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    http: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -454,8 +499,30 @@ impl Config {
             });
         }
         // The lockfile sits beside the config unless `[pins] lockfile` says otherwise.
-        let pins = Pins { lockfile: Some(base.join(raw.pins.lockfile.as_deref().unwrap_or("clawgate.lock"))) };
-        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, upstreams })
+        let pins = Pins {
+            lockfile: Some(base.join(raw.pins.lockfile.as_deref().unwrap_or("clawgate.lock"))),
+            relist_interval: raw.pins.relist_interval.unwrap_or(Duration::from_secs(300)),
+        };
+        let audit = Audit { file: raw.audit.file.as_deref().map(|f| base.join(f)) };
+        let admin = Admin {
+            http: match &raw.admin.http {
+                Some(h) => Some(h.get_ref().parse::<SocketAddr>().map_err(|e| err(Some(h.span()), Some("admin.http".into()), format!("not a socket address: {e}")))?),
+                None => None,
+            },
+            token: match &raw.admin.token_env {
+                Some(v) => Some(env(v.get_ref()).filter(|t| !t.is_empty()).ok_or_else(|| {
+                    err(Some(v.span()), Some("admin.token_env".into()), format!("environment variable `{}` is not set", v.get_ref()))
+                })?),
+                None => None,
+            },
+        };
+        if let Some(addr) = admin.http
+            && !addr.ip().is_loopback()
+            && admin.token.is_none()
+        {
+            return Err(err(raw.admin.http.as_ref().map(Spanned::span), Some("admin.http".into()), "a non-loopback admin address needs `token_env`".into()));
+        }
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, upstreams })
     }
 }
 

@@ -11,11 +11,15 @@
 //!   pins, quarantine, sanitising and operator overrides applied.
 //! - [`pins`]: the lockfile (`clawgate.lock`).
 //! - [`error`]: every failure, and the one place it becomes a JSON-RPC/HTTP error.
+//! - [`admin`]: the operator API (quarantine report).
+//! - [`audit`]: the hash-chained audit log.
 //! - [`demo`]: the bundled demo upstream (`clawgate demo-upstream`).
 //! - [`cli`]: the command line.
 //!
 //! Outward protocols (upstream transports) live in the `clawgate-adapters` crate.
 
+pub mod admin;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::catalog::{self, Catalog, Namespace, Route, UpstreamLists, UpstreamPolicy};
+use crate::audit::Audit;
 use crate::pins::LockFile;
 use crate::config::{Config, TransportConfig, UpstreamConfig};
 use crate::error::CallError;
@@ -97,6 +98,7 @@ pub struct Gateway {
     changes: broadcast::Sender<Value>,
     /// Flips to `true` when shutdown begins, ending every long-lived stream.
     closing: tokio::sync::watch::Sender<bool>,
+    pub audit: Audit,
 }
 
 /// Resolves once the gateway starts shutting down.
@@ -131,8 +133,10 @@ impl Gateway {
             Some(path) => LockFile::load(path).map_err(CallError::InvalidRequest)?,
             None => LockFile::default(),
         };
+        let audit = Audit::start(cfg.audit.file.as_deref()).map_err(CallError::InvalidRequest)?;
         let (changes, _) = broadcast::channel(256);
         let gw = Arc::new(Self {
+            audit,
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
             lists: Mutex::new(vec![None; slots.len()]),
             refresh_lock: tokio::sync::Mutex::new(()),
@@ -150,6 +154,7 @@ impl Gateway {
         if gw.cfg.pins.lockfile.is_some() {
             tokio::spawn(lockfile_watch_loop(Arc::downgrade(&gw)));
         }
+        tokio::spawn(relist_loop(Arc::downgrade(&gw)));
         Ok(gw)
     }
 
@@ -361,6 +366,7 @@ impl Gateway {
             if !findings.is_empty() {
                 let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
                 tracing::warn!(target: "clawgate::integrity", upstream = %slot.cfg.name, %target, "result sanitised: {}", kinds.join(", "));
+                self.audit.record("integrity.result_sanitised", json!({"upstream": slot.cfg.name, "target": target, "findings": kinds}));
             }
         }
         stages::post_process(&info, &mut resp);
@@ -664,15 +670,21 @@ impl Gateway {
         if !cat.new_pins.is_empty() {
             self.write_pins(&cat.new_pins);
         }
-        for note in &cat.notes {
-            tracing::warn!(target: "clawgate::integrity", "{note}");
-        }
         let old = Arc::clone(&self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for note in cat.notes.iter().filter(|n| !old.notes.contains(n)) {
+            tracing::warn!(target: "clawgate::integrity", "{note}");
+            self.audit.record("integrity.note", json!({"note": note}));
+        }
         for (name, q) in &cat.quarantined {
             if old.quarantined.get(name) != Some(q) {
                 let upstream = self.slots.get(q.upstream).map(|s| s.cfg.name.as_str()).unwrap_or_default();
                 tracing::warn!(target: "clawgate::integrity", %upstream, "{} `{name}` quarantined: {}", q.kind.as_str(), q.reason);
+                self.audit.record("integrity.quarantined", quarantine_json(name, upstream, q));
             }
+        }
+        for name in old.quarantined.keys().filter(|n| !cat.quarantined.contains_key(*n)) {
+            tracing::info!(target: "clawgate::integrity", "`{name}` released from quarantine");
+            self.audit.record("integrity.released", json!({"name": name}));
         }
         let changed = (old.tools != cat.tools, old.prompts != cat.prompts);
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);
@@ -698,6 +710,7 @@ impl Gateway {
             }
             for p in new {
                 tracing::info!(target: "clawgate::integrity", upstream = %p.upstream, "{} `{}` pinned on first use ({})", p.kind.as_str(), p.name, p.entry.digest);
+                self.audit.record("integrity.pinned", json!({"upstream": p.upstream, "kind": p.kind.as_str(), "name": p.name, "digest": p.entry.digest}));
             }
         }
         *guard = Arc::new(merged);
@@ -721,6 +734,17 @@ impl Gateway {
             }
             Err(e) => tracing::error!("{e}; the previous pins stay in force"),
         }
+    }
+
+    /// What is quarantined now, for the admin API.
+    pub fn quarantine_report(&self) -> Value {
+        let cat = Arc::clone(&self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let items: Vec<Value> = cat
+            .quarantined
+            .iter()
+            .map(|(name, q)| quarantine_json(name, self.slots.get(q.upstream).map(|s| s.cfg.name.as_str()).unwrap_or_default(), q))
+            .collect();
+        json!({"quarantined": items})
     }
 
     /// The raw definitions each upstream currently lists, after making sure every upstream
@@ -903,6 +927,35 @@ async fn session_event_loop(session: std::sync::Weak<Session>, mut rx: mpsc::Rec
         match ev {
             UpstreamEvent::Notification { msg, .. } => s.send_standalone(msg),
             UpstreamEvent::Request { .. } | UpstreamEvent::Connected { .. } => {}
+        }
+    }
+}
+
+fn quarantine_json(name: &str, upstream: &str, q: &catalog::Quarantined) -> Value {
+    let changes: Vec<String> = match &q.reason {
+        catalog::QuarantineReason::Changed(c) => c.iter().map(|c| clawgate_policies::integrity::diff::describe(c, 200)).collect(),
+        _ => Vec::new(),
+    };
+    json!({"name": name, "upstream": upstream, "kind": q.kind.as_str(), "original": q.original, "reason": q.reason.to_string(), "changes": changes})
+}
+
+/// Re-lists every upstream periodically, so a server that changes its definitions without
+/// saying so (no `list_changed`) is still caught.
+async fn relist_loop(gw: std::sync::Weak<Gateway>) {
+    let Some(every) = gw.upgrade().map(|g| g.cfg.pins.relist_interval) else { return };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        for i in 0..gw.slots.len() {
+            let (tools, prompts) = gw.refresh(i).await;
+            if tools {
+                gw.broadcast(jsonrpc::notification("notifications/tools/list_changed", None));
+            }
+            if prompts {
+                gw.broadcast(jsonrpc::notification("notifications/prompts/list_changed", None));
+            }
         }
     }
 }

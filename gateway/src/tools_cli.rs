@@ -31,8 +31,10 @@ struct Current {
 
 async fn current(cfg: &Config) -> anyhow::Result<(Vec<Current>, Vec<(String, Option<UpstreamLists>)>)> {
     // Listing must not write first-use pins: run the gateway with in-memory pins.
+    // Nor write to the audit log, whose chain belongs to the running gateway.
     let mut probe = cfg.clone();
     probe.pins.lockfile = None;
+    probe.audit.file = None;
     let gw = Gateway::start(probe).map_err(|e| anyhow::anyhow!("{e}"))?;
     let lists = gw.upstream_lists().await;
     gw.shutdown().await;

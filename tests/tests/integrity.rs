@@ -89,9 +89,11 @@ async fn rug_pulls_are_quarantined_diffed_and_approved() {
     assert!(cases.len() >= 20);
     std::fs::write(&defs, serde_json::to_string(&(0..cases.len()).map(base).collect::<Vec<_>>()).unwrap()).unwrap();
     let lock = dir.join("clawgate.lock");
+    let audit = dir.join("audit.jsonl");
     let config = format!(
-        "[pins]\nlockfile = \"{}\"\n[[upstream]]\nname = \"fx\"\ntransport = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"stdio\", \"--defs\", \"{}\"]\npin = \"tofu\"\n",
+        "[pins]\nlockfile = \"{}\"\n[audit]\nfile = \"{}\"\n[[upstream]]\nname = \"fx\"\ntransport = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"stdio\", \"--defs\", \"{}\"]\npin = \"tofu\"\n",
         lock.display(),
+        audit.display(),
         defs.display()
     );
     let config_path = dir.join("clawgate.toml");
@@ -121,6 +123,20 @@ async fn rug_pulls_are_quarantined_diffed_and_approved() {
         names.contains(&"fx__added".to_owned()) && (0..cases.len()).all(|i| !names.contains(&format!("fx__m{i:02}")))
     })
     .await;
+
+    // The admin API and the audit log report every quarantine.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}/quarantine", admin.local_addr().unwrap());
+    tokio::spawn(clawgate::admin::serve(std::sync::Arc::clone(&g.gw), admin, std::future::pending()));
+    let report: Value = serde_json::from_str(&reqwest::get(&admin_url).await.unwrap().text().await.unwrap()).unwrap();
+    let q = report["quarantined"].as_array().unwrap();
+    assert_eq!(q.len(), cases.len(), "{report}");
+    assert!(q.iter().all(|e| e["reason"].as_str().unwrap().contains("changed since it was approved") && !e["changes"].as_array().unwrap().is_empty()), "{report}");
+    wait_for("quarantine records in the audit log", async || {
+        std::fs::read_to_string(&audit).is_ok_and(|t| t.matches("\"integrity.quarantined\"").count() == cases.len())
+    })
+    .await;
+    assert!(clawgate::audit::verify(&audit).unwrap() > cases.len());
 
     let (report, n) = clawgate::tools_cli::diff_report(&config_path).await.unwrap();
     let text = report.join("\n");
@@ -152,6 +168,11 @@ async fn rug_pulls_are_quarantined_diffed_and_approved() {
         let r = c.call(name, json!({"to": "a@b.example"})).await.unwrap().response;
         assert_eq!(r["result"]["content"][0]["text"], format!("{} ran", name.trim_start_matches("fx__")), "{r}");
     }
+    wait_for("release records in the audit log", async || {
+        std::fs::read_to_string(&audit).is_ok_and(|t| t.matches("\"integrity.released\"").count() == cases.len())
+    })
+    .await;
+    assert_eq!(reqwest::get(&admin_url).await.unwrap().text().await.unwrap(), r#"{"quarantined":[]}"#);
     // Nothing is left to review (the fixture's in-memory `added` tool, which a fresh instance
     // does not list, is the only pin the diff still mentions).
     let (report, _) = clawgate::tools_cli::diff_report(&config_path).await.unwrap();

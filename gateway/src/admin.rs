@@ -1,0 +1,81 @@
+//! The admin API, for operators: off unless `[admin] http` is set, bound to loopback unless a
+//! bearer token is configured (`[admin] token_env`), never on the MCP listener.
+//!
+//! - `GET /health`: `{"status": "ok"}`.
+//! - `GET /quarantine`: every withheld definition, why, and for changed ones the changed paths.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::pipeline::Gateway;
+
+struct App {
+    gw: Arc<Gateway>,
+    token: Option<String>,
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let token = gw.config().admin.token.clone();
+    Router::new()
+        .route("/health", get(health))
+        .route("/quarantine", get(quarantine))
+        .with_state(Arc::new(App { gw, token }))
+}
+
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(app: &App, h: &HeaderMap) -> bool {
+    let Some(token) = &app.token else { return true };
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
+}
+
+fn json(status: StatusCode, v: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+async fn health(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if !authorized(&app, &h) {
+        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    }
+    json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+async fn quarantine(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if !authorized(&app, &h) {
+        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    }
+    app.gw.catalog().await;
+    json(StatusCode::OK, &app.gw.quarantine_report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The audit log: one JSON record per line, each carrying the SHA-256 of the line before it, so
+//! that editing, inserting or deleting a record breaks the chain (`clawgate audit verify`).
+//!
+//! Records are written by one task from a bounded queue, never on the caller's path; if the
+//! queue is full the record is dropped and the drop is logged (and counted in the next record).
+//! Without `[audit] file` records go to the log under the `clawgate::audit` target.
+//!
+//! Today it records tool-integrity events: quarantines, poisoning flags, sanitised definitions
+//! and results, first-use pins and approvals picked up. Per-call decision records come with the
+//! policy engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clawgate_policies::integrity::canonical;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::mpsc;
+
+/// The hash a chain starts from.
+const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+/// Records waiting to be written; more are dropped (and counted) rather than blocking callers.
+const QUEUE: usize = 4096;
+
+#[derive(Clone)]
+pub struct Audit {
+    tx: Option<mpsc::Sender<Value>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Audit {
+    /// Opens (or creates) the log and resumes its chain from the last line.
+    pub fn start(file: Option<&Path>) -> Result<Self, String> {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let Some(path) = file else { return Ok(Self { tx: None, dropped }) };
+        let prev = match std::fs::read_to_string(path) {
+            Ok(text) => match text.lines().last() {
+                Some(line) => serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
+                    .ok_or_else(|| format!("{}: the last audit record is not valid; refusing to extend a broken chain", path.display()))?,
+                None => GENESIS.to_owned(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => GENESIS.to_owned(),
+            Err(e) => return Err(format!("{}: cannot read audit log: {e}", path.display())),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(path.to_owned(), prev, rx, Arc::clone(&dropped)));
+        Ok(Self { tx: Some(tx), dropped })
+    }
+
+    /// Queues one record: `event` names it, `fields` says the rest.
+    pub fn record(&self, event: &str, fields: Value) {
+        let mut rec = json!({"event": event});
+        if let (Some(r), Value::Object(f)) = (rec.as_object_mut(), fields) {
+            r.extend(f);
+        }
+        match &self.tx {
+            None => tracing::info!(target: "clawgate::audit", "{rec}"),
+            Some(tx) => {
+                if tx.try_send(rec).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("audit queue full or closed; a record was dropped");
+                }
+            }
+        }
+    }
+}
+
+fn chain(prev: &str, rec: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(canonical::canonical_json(rec).as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+async fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Value>, dropped: Arc<AtomicU64>) {
+    let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{}: cannot open audit log: {e}", path.display());
+            return;
+        }
+    };
+    while let Some(mut rec) = rx.recv().await {
+        if let Some(o) = rec.as_object_mut() {
+            let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+            o.insert("ts_ms".into(), json!(u64::try_from(ms).unwrap_or(u64::MAX)));
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                o.insert("dropped_before".into(), lost.into());
+            }
+            o.insert("prev".into(), prev.clone().into());
+        }
+        let hash = chain(&prev, &rec);
+        if let Some(o) = rec.as_object_mut() {
+            o.insert("hash".into(), hash.clone().into());
+        }
+        let line = format!("{rec}\n");
+        if let Err(e) = file.write_all(line.as_bytes()).await.and(file.flush().await) {
+            tracing::error!("{}: audit write failed: {e}", path.display());
+            continue;
+        }
+        prev = hash;
+    }
+}
+
+/// Checks a log's chain. Returns the number of records, or the line where it breaks.
+pub fn verify(path: &Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut prev = GENESIS.to_owned();
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let mut rec: Value = serde_json::from_str(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
+        let o = rec.as_object_mut().ok_or_else(|| format!("{}: not a record", at()))?;
+        let hash = o.remove("hash").and_then(|h| h.as_str().map(str::to_owned)).ok_or_else(|| format!("{}: no hash", at()))?;
+        if o.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
+            return Err(format!("{}: chain broken: `prev` does not match the record before", at()));
+        }
+        if chain(&prev, &rec) != hash {
+            return Err(format!("{}: record altered: its hash does not match its content", at()));
+        }
+        prev = hash;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_tampering() {
+        let dir = std::env::temp_dir().join(format!("clawgate-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let a = Audit::start(Some(&path)).unwrap();
+        for i in 0..5 {
+            a.record("test", json!({"i": i}));
+        }
+        drop(a);
+        for _ in 0..100 {
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 5) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(verify(&path), Ok(5));
+        // A restarted gateway continues the chain.
+        let a = Audit::start(Some(&path)).unwrap();
+        a.record("test", json!({"i": 5}));
+        drop(a);
+        for _ in 0..100 {
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 6) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(verify(&path), Ok(6));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"i\":2", "\"i\":7", 1)).unwrap();
+        assert!(verify(&path).unwrap_err().contains(":3: record altered"));
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+        assert!(verify(&path).unwrap_err().contains(":2: chain broken"));
+    }
+}
