@@ -127,6 +127,37 @@ def test_py_client_lists_and_calls_everything(upstream_kind, start_gateway, ever
     assert "The sum of 19 and 23 is 42." in joined_text(call_result(out, 1))
 
 
+def test_operator_overrides_end_to_end(start_gateway, everything_bin, everything_http):
+    """Per-tool overrides seen by a real client: a renamed tool with the operator's
+    description, a hidden tool, and an argument the operator fixed (gone from the
+    schema the client sees, and winning over whatever the client sends)."""
+    up = everything_upstream("stdio", everything_bin, everything_http, tools={
+        "echo": {"rename": "say", "description": "Repeats what you say."},
+        "get-env": {"hide": True},
+        "get-sum": {"fixed_arguments": {"a": 40}},
+    })
+    gw = start_gateway([up])
+    run, out = py_client(
+        "http", gw.url, "--era", "legacy", "--list-tools", "--tools-full",
+        "--call", "everything__say", json.dumps({"message": "renamed"}),
+        "--call", "everything__get-sum", json.dumps({"a": 1, "b": 2}),
+    )
+    ok_summary(run, out)
+    names = set(out["tools"])
+    assert "everything__say" in names and "everything__echo" not in names, sorted(names)
+    assert "everything__get-env" not in names, sorted(names)
+    by_name = {t["name"]: t for t in out["tool_defs"]}
+    assert by_name["everything__say"]["description"] == "Repeats what you say."
+    sum_schema = by_name["everything__get-sum"]["inputSchema"]
+    assert "a" not in sum_schema.get("properties", {}) and "a" not in sum_schema.get("required", []), sum_schema
+    assert texts(call_result(out, 0)) == ["Echo: renamed"]
+    assert "The sum of 40 and 2 is 42." in joined_text(call_result(out, 1)), call_result(out, 1)
+    for hidden, args in (("everything__get-env", {}), ("everything__echo", {"message": "old name"})):
+        _, out = py_client("http", gw.url, "--era", "legacy", "--call", hidden, json.dumps(args))
+        err = out["calls"][0].get("error")
+        assert err and f"unknown tool: `{hidden}`" in err["message"], out["calls"][0]
+
+
 def test_legacy_http_upstream_connects_promptly(start_gateway, everything_http):
     """clawgate first probes an HTTP upstream with server/discover (2026-07-28).
     server-everything (legacy only) answers HTTP 400 with
