@@ -88,6 +88,9 @@ pub struct Gateway {
     spaces: Vec<Namespace>,
     policies: Vec<UpstreamPolicy>,
     lists: Mutex<Vec<Option<UpstreamLists>>>,
+    /// Which upstreams' lists are in the catalog now. Set only after the catalog that contains
+    /// them is swapped in, so a reader that sees `true` never gets an older catalog.
+    listed: Mutex<Vec<bool>>,
     /// The pins in force; reloaded when the lockfile changes on disk.
     pins: RwLock<Arc<LockFile>>,
     /// Serialises list refreshes so that concurrent triggers do not interleave.
@@ -139,6 +142,7 @@ impl Gateway {
             audit,
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
             lists: Mutex::new(vec![None; slots.len()]),
+            listed: Mutex::new(vec![false; slots.len()]),
             refresh_lock: tokio::sync::Mutex::new(()),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             slots,
@@ -604,11 +608,11 @@ impl Gateway {
 
     /// The current catalog; upstreams never listed yet are listed first.
     pub async fn catalog(&self) -> Arc<Catalog> {
-        let missing: Vec<usize> = lock(&self.lists).iter().enumerate().filter(|(_, l)| l.is_none()).map(|(i, _)| i).collect();
+        let missing: Vec<usize> = lock(&self.listed).iter().enumerate().filter(|(_, l)| !**l).map(|(i, _)| i).collect();
         if !missing.is_empty() {
             let _g = self.refresh_lock.lock().await;
             for i in missing {
-                if lock(&self.lists).get(i).is_some_and(Option::is_none) {
+                if lock(&self.listed).get(i).is_some_and(|l| !*l) {
                     let _ = self.refresh_unlocked(i).await;
                 }
             }
@@ -688,6 +692,11 @@ impl Gateway {
         }
         let changed = (old.tools != cat.tools, old.prompts != cat.prompts);
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);
+        // INVARIANT: `listed[i]` turns true only after a catalog built from upstream i's lists
+        // is in place.
+        for (flag, l) in lock(&self.listed).iter_mut().zip(&lists) {
+            *flag = l.is_some();
+        }
         changed
     }
 
@@ -771,7 +780,7 @@ impl Gateway {
         match ev {
             UpstreamEvent::Connected { upstream } => {
                 let Some(i) = self.upstream_index(&upstream) else { return };
-                let had = lock(&self.lists).get(i).is_some_and(Option::is_some);
+                let had = lock(&self.listed).get(i).is_some_and(|l| *l);
                 let (tools, prompts) = self.refresh(i).await;
                 if had && tools {
                     self.broadcast(jsonrpc::notification("notifications/tools/list_changed", None));

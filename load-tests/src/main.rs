@@ -40,6 +40,14 @@ struct Args {
     /// Write results here as JSON.
     #[arg(long)]
     out: Option<String>,
+    /// `relay`: tools/call through clawgate vs direct. `tools-list`: tools/list through clawgate
+    /// federating `--upstreams` fixtures with `--tools` tools each (pinned, sanitised).
+    #[arg(long, default_value = "relay")]
+    scenario: String,
+    #[arg(long, default_value_t = 10)]
+    upstreams: usize,
+    #[arg(long, default_value_t = 50)]
+    tools: usize,
 }
 
 struct Proc(tokio::process::Child);
@@ -50,9 +58,9 @@ impl Drop for Proc {
     }
 }
 
-async fn start_fixture(bin: &str) -> anyhow::Result<(Proc, String)> {
+async fn start_fixture(bin: &str, extra_tools: usize) -> anyhow::Result<(Proc, String)> {
     let mut child = tokio::process::Command::new(bin)
-        .args(["http", "--port", "0", "--name", "fx"])
+        .args(["http", "--port", "0", "--name", "fx", "--extra-tools", &extra_tools.to_string()])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -63,14 +71,18 @@ async fn start_fixture(bin: &str) -> anyhow::Result<(Proc, String)> {
     Ok((Proc(child), format!("http://{addr}/mcp")))
 }
 
-async fn start_gateway(bin: &str, upstream: &str) -> anyhow::Result<(Proc, String, tempfile_path::TempPath)> {
+async fn start_gateway(bin: &str, upstreams: &[String]) -> anyhow::Result<(Proc, String, tempfile_path::TempPath)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let cfg = format!(
-        "[listen]\nhttp = \"127.0.0.1:{port}\"\n[limits]\nmax_sessions = 100000\n[[upstream]]\nname = \"fx\"\ntransport = \"http\"\nurl = \"{upstream}\"\ntimeout = \"30s\"\n"
-    );
+    let lock = std::env::temp_dir().join(format!("clawgate-load-{}.lock", std::process::id()));
+    let _ = std::fs::remove_file(&lock);
+    let mut cfg = format!("[listen]\nhttp = \"127.0.0.1:{port}\"\n[limits]\nmax_sessions = 100000\n[pins]\nlockfile = \"{}\"\n", lock.display());
+    for (i, u) in upstreams.iter().enumerate() {
+        let name = if i == 0 { "fx".to_owned() } else { format!("fx{i}") };
+        cfg.push_str(&format!("[[upstream]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{u}\"\ntimeout = \"30s\"\n"));
+    }
     let path = tempfile_path::TempPath::new("clawgate-load", ".toml", &cfg)?;
     let child = tokio::process::Command::new(bin)
         .args(["serve", "--config", path.as_str()])
@@ -178,11 +190,58 @@ fn summary(samples: &[Sample]) -> Value {
     })
 }
 
+/// tools/list through clawgate over many upstreams: the list is served from the pinned,
+/// sanitised catalog, so its cost once warm is the gateway's per-list overhead.
+async fn tools_list(args: &Args) -> anyhow::Result<()> {
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..args.upstreams {
+        let (p, u) = start_fixture(&args.fixture, args.tools).await?;
+        procs.push(p);
+        urls.push(u);
+    }
+    let (_gw, gw_url, _cfg) = start_gateway(&args.clawgate, &urls).await?;
+    let c = Client::legacy(&gw_url).await?;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string().into_bytes();
+    let first = c.post_raw(body.clone(), &[]).await?.1;
+    let n = first["result"]["tools"].as_array().map_or(0, Vec::len);
+    let direct = Client::legacy(urls.first().map(String::as_str).unwrap_or_default()).await?;
+    let per_upstream = direct.request("tools/list", None).await?.response["result"]["tools"].as_array().map_or(0, Vec::len);
+    let expected = args.upstreams * per_upstream;
+    if n != expected {
+        bail!("tools/list returned {n} tools, expected {expected}");
+    }
+    // Raw POSTs, body read as bytes: the client does not parse, so the figure is the round trip.
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(args.slice * args.rounds as f64);
+    let mut bytes = 0;
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let r = c.http.post(&gw_url).header("content-type", "application/json").header("accept", "application/json")
+            .header("mcp-session-id", c.session.clone().unwrap_or_default()).body(body.clone()).send().await?;
+        bytes = r.bytes().await?.len();
+        lat.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    lat.sort_unstable();
+    let out = json!({"scenario": "tools-list", "upstreams": args.upstreams, "tools_listed": n, "response_bytes": bytes, "calls": lat.len(),
+        "p50_us": pct(&lat, 0.5), "p90_us": pct(&lat, 0.9), "p99_us": pct(&lat, 0.99), "max_us": lat.last().copied().unwrap_or_default()});
+    println!("tools/list over {} upstreams x {} tools ({n} listed, {bytes} bytes): p50={}µs p90={}µs p99={}µs over {} calls (target p50 <= 1000µs)",
+        args.upstreams, per_upstream, out["p50_us"], out["p90_us"], out["p99_us"], lat.len());
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    }
+    drop(procs);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (_fx, direct_url) = start_fixture(&args.fixture).await?;
-    let (_gw, gw_url, _cfg) = start_gateway(&args.clawgate, &direct_url).await?;
+    if args.scenario == "tools-list" {
+        return tools_list(&args).await;
+    }
+    let (_fx, direct_url) = start_fixture(&args.fixture, 0).await?;
+    let (_gw, gw_url, _cfg) = start_gateway(&args.clawgate, std::slice::from_ref(&direct_url)).await?;
     let text = "x".repeat(args.arg_size);
     let slice = Duration::from_secs_f64(args.slice);
     let mut results = Vec::new();

@@ -24,6 +24,9 @@ struct Fixture {
     /// `--defs FILE`: extra tool definitions (a JSON array), re-read at every `tools/list`, so
     /// a test can change them after the gateway approved them (a rug pull).
     defs: Option<std::path::PathBuf>,
+    /// `--extra-tools N`: N generated tools (`t000`, ...) with realistic definitions, for list
+    /// benchmarks.
+    extra_tools: usize,
     extra_tool: AtomicBool,
     /// Request ids named by `notifications/cancelled` messages received (stdio).
     cancelled: std::sync::Mutex<Vec<Value>>,
@@ -47,6 +50,18 @@ impl Fixture {
         ];
         if let Some(extra) = self.defs.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()) {
             t.extend(extra);
+        }
+        for i in 0..self.extra_tools {
+            t.push(json!({
+                "name": format!("t{i:03}"),
+                "title": format!("Generated tool {i}"),
+                "description": "Looks up a record by id and returns its fields; read-only, safe to retry, paginated by cursor.",
+                "inputSchema": {"type": "object", "properties": {
+                    "id": {"type": "string", "description": "Record id."},
+                    "fields": {"type": "array", "items": {"type": "string"}},
+                    "cursor": {"type": "string"}}, "required": ["id"]},
+                "annotations": {"readOnlyHint": true, "idempotentHint": true},
+            }));
         }
         if self.extra_tool.load(Ordering::Relaxed) {
             t.push(json!({"name": "added", "description": "Appeared after change_tools.", "inputSchema": any}));
@@ -255,7 +270,7 @@ async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::respons
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
         Some("http") => {
             let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
