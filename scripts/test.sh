@@ -9,7 +9,7 @@
 #      in front of real servers                                              scripts/interop.sh
 #   5. the official MCP conformance suite through clawgate, both protocol eras, compared with
 #      the fixture alone and the checked-in baseline                          scripts/conformance.sh
-#   6. a short smoke run of the load generator (CI does not gate on timings)
+#   6. short smoke runs of the load generator, relay and tools/list (CI does not gate on timings)
 #
 # Every suite runs even if an earlier one failed; the exit code is non-zero if any failed.
 set -uo pipefail
@@ -42,6 +42,9 @@ step "conformance" bash scripts/conformance.sh
 step "load smoke" cargo run -q -p clawgate-load-tests -- \
   --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream \
   --sessions 1,4 --slice 0.3 --rounds 1 --arg-size 1024
+step "tools/list smoke" cargo run -q -p clawgate-load-tests -- --scenario tools-list \
+  --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream \
+  --upstreams 10 --tools 50 --slice 0.3 --rounds 1
 
 echo
 if [ "$failed" -gt 0 ]; then

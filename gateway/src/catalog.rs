@@ -112,6 +112,11 @@ pub struct Catalog {
     pub new_pins: Vec<NewPin>,
     /// Things to report (poisoning warnings, sanitised definitions), one line each.
     pub notes: Vec<String>,
+    /// The three lists serialised once per rebuild (`[…]`), so that serving a list copies
+    /// bytes instead of cloning and re-serialising hundreds of definitions per request.
+    pub tools_json: String,
+    pub prompts_json: String,
+    pub resource_templates_json: String,
 }
 
 impl Catalog {
@@ -146,6 +151,9 @@ impl Catalog {
                 cat.add(i, policy, Kind::ResourceTemplate, def, &others, lock);
             }
         }
+        cat.tools_json = Value::Array(cat.tools.clone()).to_string();
+        cat.prompts_json = Value::Array(cat.prompts.clone()).to_string();
+        cat.resource_templates_json = Value::Array(cat.resource_templates.clone()).to_string();
         cat
     }
 

@@ -279,6 +279,28 @@ impl Gateway {
         }
     }
 
+    /// The fast path for the list methods: the whole JSON-RPC response, spliced from the
+    /// catalog's pre-serialised list with no per-request cloning or serialising. `None` for
+    /// anything else (and for a request whose `id` is not plain), which takes
+    /// [`Gateway::handle_request`]. The answer is byte-for-byte what that path would produce.
+    pub async fn cached_list(&self, req: &Value, stateless: bool) -> Option<String> {
+        let method = jsonrpc::method(req)?;
+        let id = req.get("id").filter(|i| jsonrpc::valid_id(i))?;
+        let cat = match method {
+            "tools/list" | "prompts/list" | "resources/templates/list" => self.catalog().await,
+            _ => return None,
+        };
+        let (key, list) = match method {
+            "tools/list" => ("tools", &cat.tools_json),
+            "prompts/list" => ("prompts", &cat.prompts_json),
+            _ => ("resourceTemplates", &cat.resource_templates_json),
+        };
+        // The empty catalog in place before the first build has no serialised lists yet.
+        let list = if list.is_empty() { "[]" } else { list.as_str() };
+        let extra = if stateless { r#","resultType":"complete","ttlMs":0,"cacheScope":"private""# } else { "" };
+        Some(format!(r#"{{"jsonrpc":"2.0","result":{{"{key}":{list}{extra}}},"id":{id}}}"#))
+    }
+
     /// A client notification.
     pub async fn handle_notification(&self, caller: &Caller, msg: Value) {
         match jsonrpc::method(&msg).unwrap_or_default() {
@@ -1005,6 +1027,29 @@ async fn sweep_loop(gw: std::sync::Weak<Gateway>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn cached_lists_match_the_general_path_byte_for_byte() {
+        let cfg = Config::parse("", std::path::Path::new("t.toml"), std::path::Path::new("."), &|_| None).unwrap();
+        let gw = Gateway::start(cfg).unwrap();
+        for (stateless, id) in [(false, json!(7)), (true, json!("a\"b"))] {
+            let caller = Caller {
+                principal: Principal::Anonymous,
+                era: if stateless { CallerEra::Stateless { version: era::MODERN.into(), capabilities: json!({}), logs: false } } else {
+                    CallerEra::Legacy(Arc::new(Session::new("s".into(), "2025-11-25".into(), json!({}), Value::Null)))
+                },
+                out: mpsc::channel(1).0,
+                forward_headers: Vec::new(),
+            };
+            for method in ["tools/list", "prompts/list", "resources/templates/list"] {
+                let req = json!({"jsonrpc": "2.0", "id": id, "method": method});
+                let general = gw.handle_request(&caller, req.clone()).await;
+                let fast: Value = serde_json::from_str(&gw.cached_list(&req, stateless).await.unwrap()).unwrap();
+                assert_eq!(fast, general, "{method} stateless={stateless}");
+            }
+        }
+        assert!(gw.cached_list(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"}), false).await.is_none());
+    }
 
     #[test]
     fn stateless_results_get_result_type_and_cache_hints() {

@@ -83,6 +83,11 @@ fn json_response(status: StatusCode, body: &Value, session: Option<&str>) -> Res
     r
 }
 
+/// A response already serialised (the cached list fast path).
+fn raw_json_response(body: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response {
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     Response::builder()
@@ -210,7 +215,12 @@ async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> R
         forward_headers: Vec::new(),
     };
     match jsonrpc::kind(&msg) {
-        Some(Kind::Request) => run(app, caller, msg, sse_ok, Some(Arc::clone(&session)), false).await,
+        Some(Kind::Request) => {
+            if let Some(raw) = app.gw.cached_list(&msg, false).await {
+                return raw_json_response(raw);
+            }
+            run(app, caller, msg, sse_ok, Some(Arc::clone(&session)), false).await
+        }
         Some(Kind::Notification) => {
             let (tx, _rx) = mpsc::channel(1);
             app.gw.handle_notification(&caller(tx), msg).await;
@@ -246,6 +256,9 @@ async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -
     }
     if method == "subscriptions/listen" {
         return listen(&app, &msg);
+    }
+    if let Some(raw) = app.gw.cached_list(&msg, true).await {
+        return raw_json_response(raw);
     }
     let forward_headers = h
         .iter()
