@@ -135,6 +135,16 @@ pub fn verify(path: &Path) -> Result<usize, String> {
 mod tests {
     use super::*;
 
+    /// The writer is a task: wait (bounded) until it has written `n` lines.
+    async fn wait_lines(path: &Path, n: usize) {
+        for _ in 0..200 {
+            if std::fs::read_to_string(path).is_ok_and(|t| t.lines().count() == n) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn chain_verifies_and_detects_tampering() {
         let dir = std::env::temp_dir().join(format!("clawgate-audit-{}", std::process::id()));
@@ -146,23 +156,13 @@ mod tests {
             a.record("test", json!({"i": i}));
         }
         drop(a);
-        for _ in 0..100 {
-            if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 5) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_lines(&path, 5).await;
         assert_eq!(verify(&path), Ok(5));
         // A restarted gateway continues the chain.
         let a = Audit::start(Some(&path)).unwrap();
         a.record("test", json!({"i": 5}));
         drop(a);
-        for _ in 0..100 {
-            if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 6) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_lines(&path, 6).await;
         assert_eq!(verify(&path), Ok(6));
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("\"i\":2", "\"i\":7", 1)).unwrap();
