@@ -58,7 +58,8 @@ impl Audit {
             r.extend(f);
         }
         match &self.tx {
-            None => tracing::info!(target: "clawgate::audit", "{rec}"),
+            // Without a file the records still exist, at debug level, for whoever wants them.
+            None => tracing::debug!(target: "clawgate::audit", "{rec}"),
             Some(tx) => {
                 if tx.try_send(rec).is_err() {
                     self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -739,8 +739,9 @@ impl Gateway {
             {
                 tracing::error!("{e}");
             }
+            tracing::info!(target: "clawgate::integrity", "{} definition(s) pinned on first use", new.len());
             for p in new {
-                tracing::info!(target: "clawgate::integrity", upstream = %p.upstream, "{} `{}` pinned on first use ({})", p.kind.as_str(), p.name, p.entry.digest);
+                tracing::debug!(target: "clawgate::integrity", upstream = %p.upstream, "{} `{}` pinned on first use ({})", p.kind.as_str(), p.name, p.entry.digest);
                 self.audit.record("integrity.pinned", json!({"upstream": p.upstream, "kind": p.kind.as_str(), "name": p.name, "digest": p.entry.digest}));
             }
         }
