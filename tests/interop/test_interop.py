@@ -421,6 +421,34 @@ def test_inspector_cli_over_http(era, start_gateway, inspector_bin, everything_b
     assert texts(echoed) == ["Echo: inspector-was-here"]
 
 
+def test_inspector_cli_everything_http_upstream(start_gateway, inspector_bin, everything_bin, everything_http):
+    """The Inspector CLI through clawgate to server-everything placed behind it over HTTP."""
+    gw = start_gateway([everything_upstream("http", everything_bin, everything_http)])
+    common = ["--transport", "http", "--server-url", gw.url]
+    names = {t["name"] for t in inspector(inspector_bin, *common, "--method", "tools/list")["tools"]}
+    assert EVERYTHING_CORE_TOOLS <= names, sorted(names)
+    called = inspector(inspector_bin, *common, "--method", "tools/call", "--tool-name", "everything__get-sum",
+                       "--tool-arg", "a=19", "b=23")
+    assert joined_text(called) == "The sum of 19 and 23 is 42."
+
+
+def test_inspector_cli_filesystem_stdio_upstream(start_gateway, inspector_bin, filesystem_bin, tmp_path):
+    """The Inspector CLI through clawgate to server-filesystem (stdio upstream)."""
+    data = (tmp_path / "share").resolve()
+    data.mkdir()
+    (data / "note.txt").write_text("from the inspector\n")
+    gw = start_gateway([{"name": "fs", "transport": "stdio", "command": filesystem_bin, "args": [str(data)], "timeout": "30s"}])
+    common = ["--transport", "http", "--server-url", gw.url]
+    names = {t["name"] for t in inspector(inspector_bin, *common, "--method", "tools/list")["tools"]}
+    assert {"fs__list_directory", "fs__read_text_file"} <= names, sorted(names)
+    listing = inspector(inspector_bin, *common, "--method", "tools/call", "--tool-name", "fs__list_directory",
+                        "--tool-arg", f"path={data}")
+    assert joined_text(listing).strip() == "[FILE] note.txt"
+    read = inspector(inspector_bin, *common, "--method", "tools/call", "--tool-name", "fs__read_text_file",
+                     "--tool-arg", f"path={data / 'note.txt'}")
+    assert joined_text(read) == "from the inspector\n"
+
+
 def test_inspector_cli_over_clawgate_stdio(inspector_bin, clawgate_bin, write_config, everything_bin):
     cfg = write_config([
         {"name": "everything", "transport": "stdio", "command": everything_bin, "args": ["stdio"], "timeout": "30s"}
