@@ -114,3 +114,39 @@ fn sigterm_shuts_down_promptly_even_with_open_streams() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tools_diff_and_approve_as_commands() {
+    let dir = std::env::temp_dir().join(format!("clawgate-cli-tools-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("clawgate.toml");
+    std::fs::write(&config, format!("[audit]\nfile = \"audit.jsonl\"\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{BIN}\"\nargs = [\"demo-upstream\"]\npin = \"strict\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let cfg = config.to_str().unwrap();
+    let (code, out, err) = run(&["tools", "diff", "--config", cfg]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("+ new tool `demo__read_thread`"), "{out}");
+    let (code, out, err) = run(&["tools", "approve", "--config", cfg, "demo__read_thread"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved tool `demo__read_thread`"), "{out}");
+    let (code, _, err) = run(&["tools", "approve", "--config", cfg, "demo__nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`demo__nope`"), "{err}");
+    let (code, out, _) = run(&["tools", "approve", "--config", cfg, "--all"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = run(&["tools", "diff", "--config", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no differences"), "{out}");
+    let lock = std::fs::read_to_string(dir.join("clawgate.lock")).unwrap();
+    assert!(lock.contains("\"read_thread\"") && lock.contains("\"reviewed\": true"), "{lock}");
+    // The CLI never writes the gateway's audit log.
+    assert!(!dir.join("audit.jsonl").exists());
+    std::fs::write(dir.join("bad.jsonl"), "{\"event\":\"x\",\"prev\":\"sha256:00\",\"hash\":\"sha256:11\"}\n").unwrap();
+    let (code, _, err) = run(&["audit", "verify", dir.join("bad.jsonl").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.jsonl:1"), "{err}");
+}
