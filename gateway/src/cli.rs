@@ -43,8 +43,49 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Biscuit capability tokens: keys, minting, offline attenuation, inspection.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the bundled demo MCP server on stdin/stdout.
     DemoUpstream,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new ed25519 root key to FILE (private, mode 0600) and FILE.pub (public).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a token signed by the root key; prints it (base64) on stdout.
+    Mint {
+        /// The private key file written by `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        task: Option<String>,
+        /// A tool the holder may call, as clients name it (repeatable; none = every tool).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Append checks to a token (offline); prints the narrower token.
+    Attenuate {
+        #[arg(long)]
+        token: String,
+        /// Datalog checks, e.g. `check if call_tool("demo__read_thread");`
+        #[arg(long)]
+        check: String,
+    },
+    /// Print a token's blocks and revocation ids (the signature is not verified).
+    Inspect {
+        #[arg(long)]
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
+        Command::Token(cmd) => token_cmd(cmd),
         Command::DemoUpstream => {
             crate::demo::run().await?;
             Ok(0)
@@ -173,6 +215,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn token_cmd(cmd: TokenCommand) -> anyhow::Result<i32> {
+    use clawgate_policies::token;
+    use std::io::Write as _;
+    let say = |s: &str| {
+        let _ = writeln!(std::io::stdout().lock(), "{s}");
+    };
+    match cmd {
+        TokenCommand::Keygen { out } => {
+            let (private, public) = token::keygen();
+            let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+            write_private(&out, &private).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&pub_path, format!("{public}\n")).with_context(|| format!("cannot write {}", pub_path.display()))?;
+            say(&format!("wrote {} (private) and {} (public)", out.display(), pub_path.display()));
+        }
+        TokenCommand::Mint { key, principal, task, tools, ttl } => {
+            let hex = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let root = token::private_key_from_hex(&hex).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let ttl = ttl.map(|t| crate::config::parse_duration(&t).map_err(|e| anyhow::anyhow!("--ttl: {e}"))).transpose()?;
+            let spec = token::MintSpec { principal, task, tools, ttl };
+            say(&token::mint(&root, &spec, std::time::SystemTime::now()).map_err(|e| anyhow::anyhow!(e))?);
+        }
+        TokenCommand::Attenuate { token: t, check } => say(&token::attenuate(&t, &check).map_err(|e| anyhow::anyhow!(e))?),
+        TokenCommand::Inspect { token: t } => say(token::inspect(&t).map_err(|e| anyhow::anyhow!(e))?.trim_end()),
+    }
+    Ok(0)
+}
+
+/// A private key is readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    writeln!(f, "{contents}")
 }
 
 async fn shutdown_signal() {

@@ -150,3 +150,41 @@ fn tools_diff_and_approve_as_commands() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.jsonl:1"), "{err}");
 }
+
+#[test]
+fn token_commands_mint_attenuate_and_inspect() {
+    let dir = std::env::temp_dir().join(format!("clawgate-cli-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("root.key");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, _, err) = run(&["token", "keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let public = std::fs::read_to_string(dir.join("root.key.pub")).unwrap();
+    let (code, token, err) = run(&["token", "mint", "--key", key.to_str().unwrap(), "--principal", "alice", "--task", "triage", "--tool", "demo__read_thread", "--ttl", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, narrower, err) = run(&["token", "attenuate", "--token", &token, "--check", "check if call_tool(\"demo__read_thread\"), arg(\"thread_id\", \"t-100\");"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, shown, _) = run(&["token", "inspect", "--token", &narrower]);
+    assert_eq!(code, 0);
+    assert!(shown.contains("principal(\"alice\")") && shown.contains("block 1") && shown.contains("t-100"), "{shown}");
+    let (code, _, err) = run(&["token", "attenuate", "--token", &token, "--check", "tool(\"*\");"]);
+    assert_eq!(code, 1, "facts cannot be appended");
+    assert!(err.contains("checks only"), "{err}");
+    // The minted token verifies against the written public key and narrows as attenuated.
+    let v = clawgate_policies::token::Verifier::new(clawgate_policies::token::public_key_from_hex(&public).unwrap(), []);
+    let b = v.verify(&narrower).unwrap();
+    let now = std::time::SystemTime::now();
+    let args = json!({"thread_id": "t-100"});
+    assert!(v.authorize(&b, &clawgate_policies::token::CallFacts { tool: "demo__read_thread", upstream: "demo", arguments: Some(&args), now }).is_ok());
+    let other = json!({"thread_id": "t-200"});
+    assert!(v.authorize(&b, &clawgate_policies::token::CallFacts { tool: "demo__read_thread", upstream: "demo", arguments: Some(&other), now }).is_err());
+}

@@ -5,5 +5,8 @@
 //! # Layout
 //! - [`integrity`]: canonical definitions and their digests (pins), structural diffs,
 //!   the text sanitiser, and the poisoning heuristics for tool descriptions.
+//! - [`token`]: Biscuit capability tokens (mint, attenuate, verify with a cache, authorize
+//!   under run limits). Not yet wired into the call path.
 
 pub mod integrity;
+pub mod token;
