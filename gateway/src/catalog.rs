@@ -122,25 +122,10 @@ pub struct Catalog {
 impl Catalog {
     pub fn build(policies: &[UpstreamPolicy], lists: &[Option<UpstreamLists>], lock: &LockFile) -> Self {
         let mut cat = Catalog::default();
-        // Names every upstream exposes, for spotting descriptions that point at another
-        // upstream's tools (shadowing).
-        let names: Vec<Vec<String>> = policies
-            .iter()
-            .zip(lists)
-            .map(|(p, l)| {
-                let mut v = Vec::new();
-                for t in l.iter().flat_map(|l| &l.tools) {
-                    if let Some(n) = t.get("name").and_then(Value::as_str) {
-                        v.push(n.to_owned());
-                        v.push(p.ns.name(n));
-                    }
-                }
-                v
-            })
-            .collect();
+        let names = tool_names(policies, lists);
         for (i, (policy, lists)) in policies.iter().zip(lists).enumerate() {
             let Some(lists) = lists else { continue };
-            let others: Vec<String> = names.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, n)| n.iter().cloned()).collect();
+            let others = names_of_others(&names, i);
             for def in &lists.tools {
                 cat.add(i, policy, Kind::Tool, def, &others, lock);
             }
@@ -243,6 +228,27 @@ impl Catalog {
     pub fn prompt(&self, exposed: &str) -> Option<&Route> {
         self.prompt_routes.get(exposed)
     }
+}
+
+/// The tool names each upstream lists, bare and namespaced, for spotting descriptions that
+/// point at another upstream's tools (shadowing).
+pub fn tool_names(policies: &[UpstreamPolicy], lists: &[Option<UpstreamLists>]) -> Vec<Vec<String>> {
+    policies
+        .iter()
+        .zip(lists)
+        .map(|(p, l)| {
+            l.iter()
+                .flat_map(|l| &l.tools)
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .flat_map(|n| [n.to_owned(), p.ns.name(n)])
+                .collect()
+        })
+        .collect()
+}
+
+/// Every name in `names` except upstream `i`'s own.
+pub fn names_of_others(names: &[Vec<String>], i: usize) -> Vec<String> {
+    names.iter().enumerate().filter(|(j, _)| *j != i).flat_map(|(_, n)| n.iter().cloned()).collect()
 }
 
 /// The name (or URI template) clients see for a definition; `None` when the operator hid it.

@@ -435,7 +435,7 @@ impl Gateway {
                 for (key, ir) in reqs {
                     let m = ir.get("method").and_then(Value::as_str).unwrap_or_default();
                     let ask = jsonrpc::request(Value::Null, m, ir.get("params").cloned());
-                    let answer = self.ask(session, &caller.out, ask).await?;
+                    let answer = ask_session(session, &caller.out, ask, self.cfg.limits.client_request_timeout).await?;
                     match answer.get("result") {
                         Some(r) => {
                             answers.insert(key.clone(), r.clone());
@@ -518,10 +518,6 @@ impl Gateway {
                 });
             }
         }
-    }
-
-    async fn ask(&self, session: &Session, out: &mpsc::Sender<Value>, req: Value) -> Result<Value, CallError> {
-        ask_session(session, out, req, self.cfg.limits.client_request_timeout).await
     }
 
     /// The upstream instance serving this caller: the shared one, or the session's own for

@@ -90,15 +90,9 @@ pub async fn diff_report(config: &Path) -> anyhow::Result<(Vec<String>, usize)> 
             n += 1;
         }
     }
-    let all_names: Vec<(String, Vec<String>)> = now.iter().fold(Vec::new(), |mut acc: Vec<(String, Vec<String>)>, c| {
-        if c.kind == Kind::Tool {
-            match acc.iter_mut().find(|(u, _)| *u == c.upstream) {
-                Some((_, v)) => v.extend([c.original.clone(), c.exposed.clone()]),
-                None => acc.push((c.upstream.clone(), vec![c.original.clone(), c.exposed.clone()])),
-            }
-        }
-        acc
-    });
+    let policies: Vec<UpstreamPolicy> = cfg.upstreams.iter().map(policy_of).collect();
+    let raw: Vec<Option<UpstreamLists>> = lists.iter().map(|(_, l)| l.clone()).collect();
+    let names = catalog::tool_names(&policies, &raw);
     for c in &now {
         let what = format!("{} `{}` (upstream `{}`, `{}`)", c.kind.as_str(), c.exposed, c.upstream, c.original);
         let entry = lock.get(&c.upstream, c.kind, &c.original);
@@ -121,7 +115,8 @@ pub async fn diff_report(config: &Path) -> anyhow::Result<(Vec<String>, usize)> 
         }
         let reviewed = entry.is_some_and(|e| e.reviewed && e.digest == digest);
         if c.kind != Kind::ResourceTemplate && !reviewed {
-            let others: Vec<String> = all_names.iter().filter(|(u, _)| *u != c.upstream).flat_map(|(_, v)| v.iter().cloned()).collect();
+            let i = cfg.upstreams.iter().position(|u| u.name == c.upstream).unwrap_or(usize::MAX);
+            let others = catalog::names_of_others(&names, i);
             for p in poison::inspect(&c.definition, &others) {
                 say!("! flagged {what}: {p}");
                 n += 1;
