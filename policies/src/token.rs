@@ -4,20 +4,25 @@
 //! # Datalog vocabulary
 //!
 //! The authority block of a minted token holds:
-//! - `principal("alice")` and optionally `task("triage")`;
-//! - `tool("<prefix>__<tool>")` for each tool the holder may call, or `tool("*")` for any;
+//! - `principal("alice")`, `kind("user"|"agent")` (default user), optionally `task("triage")`
+//!   and `group("…")` facts (Cedar sees them as `principal.task` and `principal in Group::"…"`);
+//! - `tool("<prefix>__<tool>")` for each tool the holder may call, `upstream("<name>")` for each
+//!   upstream all of whose tools it may call, or `tool("*")` for any;
+//! - `intent("recipient"|"account"|"url", "…")`: values the user named, which policies read as
+//!   `context.intent.recipients` and so on;
 //! - with a TTL, `check if time($t), $t <= <expiry>`.
 //!
 //! Per call the authorizer adds `call_tool("…")`, `call_upstream("…")`, `arg("name", value)` for
 //! every scalar argument, and `time(now)`, then applies
-//! `allow if call_tool($t), tool($t); allow if tool("*"); deny if true`.
+//! `allow if call_tool($t), tool($t); allow if call_upstream($u), upstream($u);
+//! allow if tool("*"); deny if true`.
 //!
 //! Attenuation appends a block of **checks** (`check if call_tool("demo__read_thread")`). Facts
 //! in appended blocks are not visible to the authorizer's policies (Biscuit's default scope is
 //! the authority block and the authorizer), so a holder can narrow a token but never widen it.
 //!
-//! Nothing here is wired into the call path yet: the gateway's authenticate and decide stages
-//! still admit everything (see SECURITY.md). The CLI (`clawgate token …`) uses this module.
+//! Verification happens once per distinct token ([`Verifier::verify`] caches by SHA-256 of the
+//! token text, bounded); the per-call authorizer runs under [`LIMITS`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,6 +33,8 @@ use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey, PublicKey, UnverifiedBiscuit};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use crate::cedar::{Intent, PreparedPrincipal, PrincipalInfo, PrincipalKind};
 
 /// Limits on one authorizer run. A hostile token (thousands of facts, rules that explode) is
 /// denied when it hits them instead of eating the gateway's CPU.
@@ -60,17 +67,29 @@ pub enum TokenDenial {
     Limits,
     #[error("token refused before evaluation: {0}")]
     Shape(String),
+    #[error("token does not name its principal properly: {0}")]
+    Principal(String),
 }
 
 /// What to put in a new token.
 #[derive(Debug, Clone, Default)]
 pub struct MintSpec {
     pub principal: String,
+    /// `agent` or `user` (the default).
+    pub agent: bool,
     pub task: Option<String>,
-    /// Allowed tools as clients name them; empty allows every tool.
+    pub groups: Vec<String>,
+    /// Allowed tools as clients name them; with no tools and no upstreams, every tool.
     pub tools: Vec<String>,
+    /// Upstreams all of whose tools are allowed.
+    pub upstreams: Vec<String>,
+    /// (kind, value) pairs: `recipient`, `account` or `url`.
+    pub intents: Vec<(String, String)>,
     pub ttl: Option<Duration>,
 }
+
+/// Intent kinds a token may carry.
+pub const INTENT_KINDS: [&str; 3] = ["recipient", "account", "url"];
 
 /// A new root key pair: (private key hex, public key hex).
 pub fn keygen() -> (String, String) {
@@ -90,15 +109,32 @@ pub fn private_key_from_hex(hex: &str) -> Result<KeyPair, String> {
 /// Mints a token signed by the root key; returns it in base64.
 pub fn mint(root: &KeyPair, spec: &MintSpec, now: SystemTime) -> Result<String, String> {
     let e = |e: biscuit_auth::error::Token| e.to_string();
-    let mut b = Biscuit::builder().fact(biscuit_auth::builder::fact("principal", &[string(&spec.principal)])).map_err(e)?;
-    if let Some(task) = &spec.task {
-        b = b.fact(biscuit_auth::builder::fact("task", &[string(task)])).map_err(e)?;
+    if spec.principal.is_empty() || spec.principal == "anonymous" {
+        return Err("the principal must be a non-empty name other than \"anonymous\"".into());
     }
-    if spec.tools.is_empty() {
-        b = b.fact(biscuit_auth::builder::fact("tool", &[string("*")])).map_err(e)?;
+    let fact = |name: &str, terms: &[Term]| biscuit_auth::builder::fact(name, terms);
+    let mut b = Biscuit::builder().fact(fact("principal", &[string(&spec.principal)])).map_err(e)?;
+    b = b.fact(fact("kind", &[string(if spec.agent { "agent" } else { "user" })])).map_err(e)?;
+    if let Some(task) = &spec.task {
+        b = b.fact(fact("task", &[string(task)])).map_err(e)?;
+    }
+    for g in &spec.groups {
+        b = b.fact(fact("group", &[string(g)])).map_err(e)?;
+    }
+    if spec.tools.is_empty() && spec.upstreams.is_empty() {
+        b = b.fact(fact("tool", &[string("*")])).map_err(e)?;
     }
     for t in &spec.tools {
-        b = b.fact(biscuit_auth::builder::fact("tool", &[string(t)])).map_err(e)?;
+        b = b.fact(fact("tool", &[string(t)])).map_err(e)?;
+    }
+    for u in &spec.upstreams {
+        b = b.fact(fact("upstream", &[string(u)])).map_err(e)?;
+    }
+    for (k, v) in &spec.intents {
+        if !INTENT_KINDS.contains(&k.as_str()) {
+            return Err(format!("intent kind {k:?} is not one of {}", INTENT_KINDS.join(", ")));
+        }
+        b = b.fact(fact("intent", &[string(k), string(v)])).map_err(e)?;
     }
     if let Some(ttl) = spec.ttl {
         let params = HashMap::from([("expiry".to_owned(), date(&(now + ttl)))]);
@@ -143,84 +179,249 @@ pub struct CallFacts<'a> {
     pub now: SystemTime,
 }
 
+/// A token whose signature and shape were checked, with its principal read from the
+/// authority block and prepared for Cedar.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub biscuit: Biscuit,
+    pub principal: PreparedPrincipal,
+    /// SHA-256 of the token text: binds sessions and approvals to the credential.
+    pub digest: [u8; 32],
+    /// `Some(expiry)` when no check reads arguments and time is read only by TTL checks
+    /// (`check if time($t), $t <= <date>`): the verdict then depends on the tool and upstream
+    /// alone, plus `now <= expiry`, and is cached per (tool, upstream). `None`: the authorizer
+    /// runs on every call.
+    static_until: Option<SystemTime>,
+    verdicts: Mutex<HashMap<(String, String), Result<(), TokenDenial>>>,
+}
+
+/// Verdicts kept per token; cleared when full.
+const VERDICTS: usize = 1_024;
+
+/// Whether a token's verdict depends only on (tool, upstream) and its TTLs, and the earliest
+/// TTL. Conservative: anything not recognised makes it `None`.
+fn static_until(b: &Biscuit) -> Option<SystemTime> {
+    let mut until = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64);
+    for i in 0..b.block_count() {
+        let src = b.print_block_source(i).ok()?;
+        let parsed = biscuit_auth::parser::parse_block_source(&src).ok()?;
+        if !parsed.rules.is_empty() {
+            return None;
+        }
+        for (text, _) in &parsed.checks {
+            let t = text.trim().trim_end_matches(';').trim();
+            if t.contains("arg(") {
+                return None;
+            }
+            if t.contains("time(") {
+                let date = t.strip_prefix("check if time($t), $t <= ")?;
+                until = until.min(parse_rfc3339_utc(date.trim())?);
+            }
+        }
+    }
+    Some(until)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (how Biscuit prints dates) → time; anything else → `None`.
+fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, m, d, hh, mm, ss) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs).ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+}
+
 /// Verifies tokens against the root key (once per distinct token) and authorizes calls.
 pub struct Verifier {
     root: PublicKey,
     revoked: HashSet<String>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Biscuit>>>,
+    cache: Mutex<HashMap<[u8; 32], Arc<VerifiedToken>>>,
+    /// The authorizer's policies, parsed once; each call clones it and adds its facts.
+    template: Option<AuthorizerBuilder>,
 }
+
+/// The authorizer's policies: a tool the token names, an upstream it names, or any tool.
+const POLICIES: &str = "allow if call_tool($t), tool($t); allow if call_upstream($u), upstream($u); allow if tool(\"*\"); deny if true;";
 
 impl Verifier {
     pub fn new(root: PublicKey, revoked: impl IntoIterator<Item = String>) -> Self {
-        Self { root, revoked: revoked.into_iter().map(|r| r.to_ascii_lowercase()).collect(), cache: Mutex::new(HashMap::new()) }
+        let template = AuthorizerBuilder::new().code(POLICIES).ok().map(|b| b.set_limits(LIMITS));
+        Self { root, revoked: revoked.into_iter().map(|r| r.trim().to_ascii_lowercase()).collect(), cache: Mutex::new(HashMap::new()), template }
     }
 
     /// Parses and verifies a token, or returns the cached result of doing so.
-    pub fn verify(&self, token: &str) -> Result<Arc<Biscuit>, TokenDenial> {
+    pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenDenial> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenDenial::Malformed);
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
-        let biscuit = match cached {
+        let verified = match cached {
             Some(b) => b,
             None => {
-                let b = Arc::new(Biscuit::from_base64(token, self.root).map_err(|e| match e {
+                let b = Biscuit::from_base64(token, self.root).map_err(|e| match e {
                     biscuit_auth::error::Token::Format(biscuit_auth::error::Format::Signature(_)) => TokenDenial::BadSignature,
                     biscuit_auth::error::Token::Format(biscuit_auth::error::Format::UnknownPublicKey) => TokenDenial::BadSignature,
                     _ => TokenDenial::Malformed,
-                })?);
+                })?;
                 check_shape(&b)?;
+                let info = principal_of(&b)?;
+                let principal = PreparedPrincipal::new(info).map_err(TokenDenial::Principal)?;
+                let until = static_until(&b);
+                let v = Arc::new(VerifiedToken { biscuit: b, principal, digest: key, static_until: until, verdicts: Mutex::new(HashMap::new()) });
                 let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if cache.len() >= CACHE {
                     cache.clear();
                 }
-                cache.insert(key, Arc::clone(&b));
-                b
+                cache.insert(key, Arc::clone(&v));
+                v
             }
         };
         // Revocation is checked on every use: a revocation list can change while a token is cached.
-        if biscuit.revocation_identifiers().iter().any(|id| self.revoked.contains(&hex::encode(id))) {
+        if verified.biscuit.revocation_identifiers().iter().any(|id| self.revoked.contains(&hex::encode(id))) {
             return Err(TokenDenial::Revoked);
         }
-        Ok(biscuit)
+        Ok(verified)
+    }
+
+    /// The token's verdict for one call: from the per-token cache when the token's checks do
+    /// not read arguments or time (beyond TTLs), else [`Verifier::authorize`].
+    pub fn authorize_token(&self, t: &VerifiedToken, call: &CallFacts<'_>) -> Result<(), TokenDenial> {
+        let Some(until) = t.static_until else { return self.authorize(&t.biscuit, call) };
+        // Biscuit compares whole seconds.
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if secs(call.now) > secs(until) {
+            return Err(TokenDenial::NotAllowed("a check in the token failed".into()));
+        }
+        let key = (call.tool.to_owned(), call.upstream.to_owned());
+        if let Some(v) = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return v.clone();
+        }
+        // TTL checks pass at the epoch; nothing else reads time or arguments.
+        let v = self.authorize(&t.biscuit, &CallFacts { arguments: None, now: SystemTime::UNIX_EPOCH, ..call.clone() });
+        let mut cache = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= VERDICTS {
+            cache.clear();
+        }
+        cache.insert(key, v.clone());
+        v
     }
 
     /// Runs the authorizer for one call under [`LIMITS`]. Any engine error is a denial.
     pub fn authorize(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> Result<(), TokenDenial> {
-        let run = || -> Result<(), biscuit_auth::error::Token> {
-            let mut a = AuthorizerBuilder::new()
-                .fact(biscuit_auth::builder::fact("call_tool", &[string(call.tool)]))?
-                .fact(biscuit_auth::builder::fact("call_upstream", &[string(call.upstream)]))?
-                .fact(biscuit_auth::builder::fact("time", &[date(&call.now)]))?;
-            if let Some(Value::Object(args)) = call.arguments {
-                for (k, v) in args.iter().take(64) {
-                    let term = match v {
-                        Value::String(s) => string(s),
-                        Value::Bool(b) => Term::Bool(*b),
-                        Value::Number(n) => match n.as_i64() {
-                            Some(i) => Term::Integer(i),
-                            None => string(&n.to_string()),
-                        },
-                        _ => continue,
-                    };
-                    a = a.fact(biscuit_auth::builder::fact("arg", &[string(k), term]))?;
-                }
-            }
-            let mut authorizer = a
-                .code("allow if call_tool($t), tool($t); allow if tool(\"*\"); deny if true;")?
-                .set_limits(LIMITS)
-                .build(biscuit)?;
-            authorizer.authorize_with_limits(LIMITS)?;
-            Ok(())
-        };
-        run().map_err(|e| match e {
+        let Some(template) = &self.template else { return Err(TokenDenial::NotAllowed("the authorizer policies did not parse".into())) };
+        run_authorizer(template.clone(), biscuit, call, true).map_err(|e| match e {
             biscuit_auth::error::Token::RunLimit(_) => TokenDenial::Limits,
             biscuit_auth::error::Token::FailedLogic(l) => TokenDenial::NotAllowed(logic_reason(&l)),
             other => TokenDenial::NotAllowed(other.to_string()),
         })
     }
+
+    /// Whether the token allows `call.tool` for at least one assignment of arguments. The
+    /// authorizer runs without argument facts; a failure caused only by checks that read
+    /// `arg(…)` counts as "maybe", so the answer over-approximates: a tool the token allows
+    /// with some arguments is never reported as hidden.
+    pub fn may_allow(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> bool {
+        let Some(template) = &self.template else { return false };
+        match run_authorizer(template.clone(), biscuit, call, false) {
+            Ok(()) => true,
+            Err(biscuit_auth::error::Token::FailedLogic(biscuit_auth::error::Logic::Unauthorized {
+                policy: biscuit_auth::error::MatchedPolicy::Allow(_),
+                checks,
+            })) => checks.iter().all(|c| match c {
+                biscuit_auth::error::FailedCheck::Block(b) => b.rule.contains("arg("),
+                biscuit_auth::error::FailedCheck::Authorizer(a) => a.rule.contains("arg("),
+            }),
+            Err(_) => false,
+        }
+    }
+}
+
+fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, call: &CallFacts<'_>, with_args: bool) -> Result<(), biscuit_auth::error::Token> {
+    let mut a = template
+        .fact(biscuit_auth::builder::fact("call_tool", &[string(call.tool)]))?
+        .fact(biscuit_auth::builder::fact("call_upstream", &[string(call.upstream)]))?
+        .fact(biscuit_auth::builder::fact("time", &[date(&call.now)]))?;
+    if with_args && let Some(Value::Object(args)) = call.arguments {
+        for (k, v) in args.iter().take(64) {
+            let term = match v {
+                Value::String(s) => string(s),
+                Value::Bool(b) => Term::Bool(*b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => Term::Integer(i),
+                    None => string(&n.to_string()),
+                },
+                _ => continue,
+            };
+            a = a.fact(biscuit_auth::builder::fact("arg", &[string(k), term]))?;
+        }
+    }
+    let mut authorizer = a.build(biscuit)?;
+    authorizer.authorize_with_limits(LIMITS)?;
+    Ok(())
+}
+
+/// The principal named by a token's authority block.
+pub fn principal_of(b: &Biscuit) -> Result<PrincipalInfo, TokenDenial> {
+    let src = b.print_block_source(0).map_err(|_| TokenDenial::Malformed)?;
+    let parsed = biscuit_auth::parser::parse_block_source(&src).map_err(|_| TokenDenial::Malformed)?;
+    let mut id = None;
+    let mut kind = PrincipalKind::User;
+    let mut task = None;
+    let mut groups = Vec::new();
+    let mut intent = Intent::default();
+    let bad = |m: &str| TokenDenial::Principal(m.to_owned());
+    for (_, f) in &parsed.facts {
+        let f = biscuit_auth::builder::Fact::from(f.clone());
+        let terms: Vec<Option<&str>> = f
+            .predicate
+            .terms
+            .iter()
+            .map(|t| match t {
+                biscuit_auth::builder::Term::Str(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        match (f.predicate.name.as_str(), terms.as_slice()) {
+            ("principal", [Some(p)]) if id.replace((*p).to_owned()).is_some() => return Err(bad("more than one principal fact")),
+            ("principal", [Some(_)]) => {}
+            ("kind", [Some("agent")]) => kind = PrincipalKind::Agent,
+            ("kind", [Some("user")]) => kind = PrincipalKind::User,
+            ("kind", _) => return Err(bad("kind must be \"user\" or \"agent\"")),
+            ("task", [Some(t)]) => task = Some((*t).to_owned()),
+            ("group", [Some(g)]) => groups.push((*g).to_owned()),
+            ("intent", [Some("recipient"), Some(v)]) => {
+                intent.recipients.insert((*v).to_owned());
+            }
+            ("intent", [Some("account"), Some(v)]) => {
+                intent.accounts.insert((*v).to_owned());
+            }
+            ("intent", [Some("url"), Some(v)]) => {
+                intent.urls.insert((*v).to_owned());
+            }
+            _ => {}
+        }
+    }
+    let id = id.ok_or_else(|| bad("no principal fact"))?;
+    if id.is_empty() || id == "anonymous" {
+        return Err(bad("the principal name is empty or reserved"));
+    }
+    Ok(PrincipalInfo { id, kind, task, groups, intent })
 }
 
 /// Refuses tokens whose appended blocks could make evaluation explode (see [`MAX_CHECKS`]).
@@ -272,16 +473,25 @@ mod tests {
     fn mint_verify_authorize() {
         let (root, v) = setup();
         let now = SystemTime::now();
-        let spec = MintSpec { principal: "alice".into(), task: Some("triage".into()), tools: vec!["demo__read_thread".into()], ttl: Some(Duration::from_secs(3600)) };
+        let spec = MintSpec { principal: "alice".into(), task: Some("triage".into()), tools: vec!["demo__read_thread".into()], ttl: Some(Duration::from_secs(3600)), groups: vec!["mail".into()], intents: vec![("recipient".into(), "bob@corp.example".into())], ..MintSpec::default() };
         let t = mint(&root, &spec, now).unwrap();
-        let b = v.verify(&t).unwrap();
+        let vt = v.verify(&t).unwrap();
+        assert_eq!(vt.principal.info.id, "alice");
+        assert_eq!(vt.principal.info.task.as_deref(), Some("triage"));
+        assert_eq!(vt.principal.info.groups, vec!["mail".to_owned()]);
+        assert!(vt.principal.info.intent.recipients.contains("bob@corp.example"));
+        let b = &vt.biscuit;
         let args = json!({"thread_id": "t-100"});
-        assert_eq!(v.authorize(&b, &call("demo__read_thread", &args, now)), Ok(()));
-        assert!(matches!(v.authorize(&b, &call("demo__send_email", &args, now)), Err(TokenDenial::NotAllowed(_))));
+        assert_eq!(v.authorize(b, &call("demo__read_thread", &args, now)), Ok(()));
+        assert!(matches!(v.authorize(b, &call("demo__send_email", &args, now)), Err(TokenDenial::NotAllowed(_))));
         // Expired: the TTL check fails later.
         let later = now + Duration::from_secs(7200);
-        assert!(matches!(v.authorize(&b, &call("demo__read_thread", &args, later)), Err(TokenDenial::NotAllowed(r)) if r.contains("check")));
+        assert!(matches!(v.authorize(b, &call("demo__read_thread", &args, later)), Err(TokenDenial::NotAllowed(r)) if r.contains("check")));
+        assert!(!v.may_allow(b, &call("demo__read_thread", &args, later)), "an expired token lists nothing");
+        assert!(v.may_allow(b, &call("demo__read_thread", &args, now)));
+        assert!(!v.may_allow(b, &call("demo__send_email", &args, now)));
         assert!(inspect(&t).unwrap().contains("principal(\"alice\")"));
+        assert!(mint(&root, &MintSpec { principal: "anonymous".into(), ..MintSpec::default() }, now).is_err());
     }
 
     #[test]
@@ -308,10 +518,11 @@ mod tests {
         let now = SystemTime::now();
         let parent = mint(&root, &MintSpec { principal: "agent".into(), tools: vec!["demo__read_thread".into(), "demo__send_email".into()], ..MintSpec::default() }, now).unwrap();
         let child = attenuate(&parent, "check if call_tool(\"demo__read_thread\");").unwrap();
-        let b = v.verify(&child).unwrap();
+        let vt = v.verify(&child).unwrap();
+        let b = &vt.biscuit;
         let args = json!({});
-        assert_eq!(v.authorize(&b, &call("demo__read_thread", &args, now)), Ok(()));
-        assert!(v.authorize(&b, &call("demo__send_email", &args, now)).is_err(), "narrowed");
+        assert_eq!(v.authorize(b, &call("demo__read_thread", &args, now)), Ok(()));
+        assert!(v.authorize(b, &call("demo__send_email", &args, now)).is_err(), "narrowed");
         // A block cannot add facts: widening is refused at attenuation...
         assert!(attenuate(&parent, "tool(\"demo__delete_all\");").is_err());
         // ...and a forged widening block (built directly) is ignored by the authorizer's policies.
@@ -322,9 +533,51 @@ mod tests {
         assert!(v.authorize(&b, &call("demo__delete_all", &args, now)).is_err(), "facts in later blocks do not widen");
         // Argument constraints.
         let only_corp = attenuate(&parent, "check if call_tool(\"demo__send_email\"), arg(\"to\", $to), $to.ends_with(\"@corp.example\");").unwrap();
-        let b = v.verify(&only_corp).unwrap();
-        assert_eq!(v.authorize(&b, &call("demo__send_email", &json!({"to": "bob@corp.example"}), now)), Ok(()));
-        assert!(v.authorize(&b, &call("demo__send_email", &json!({"to": "eve@evil.example"}), now)).is_err());
+        let vt = v.verify(&only_corp).unwrap();
+        let b = &vt.biscuit;
+        assert_eq!(v.authorize(b, &call("demo__send_email", &json!({"to": "bob@corp.example"}), now)), Ok(()));
+        assert!(v.authorize(b, &call("demo__send_email", &json!({"to": "eve@evil.example"}), now)).is_err());
+        // Listing: an argument check leaves the tool visible (some arguments pass), a tool
+        // check hides what it excludes.
+        assert!(v.may_allow(b, &call("demo__send_email", &json!({}), now)));
+        let narrowed = v.verify(&child).unwrap();
+        assert!(!v.may_allow(&narrowed.biscuit, &call("demo__send_email", &json!({}), now)));
+        // Upstream grants.
+        let up = mint(&root, &MintSpec { principal: "u".into(), upstreams: vec!["demo".into()], ..MintSpec::default() }, now).unwrap();
+        let vt = v.verify(&up).unwrap();
+        assert_eq!(v.authorize(&vt.biscuit, &call("demo__anything", &args, now)), Ok(()));
+        let other = CallFacts { tool: "web__fetch", upstream: "web", arguments: None, now };
+        assert!(v.authorize(&vt.biscuit, &other).is_err());
+    }
+
+    #[test]
+    fn cached_verdicts_match_the_authorizer() {
+        let (root, v) = setup();
+        let now = SystemTime::now();
+        let spec = MintSpec { principal: "a".into(), tools: vec!["demo__read_thread".into(), "demo__send_email".into()], ttl: Some(Duration::from_secs(60)), ..MintSpec::default() };
+        let t = mint(&root, &spec, now).unwrap();
+        let narrowed = attenuate(&t, "check if call_tool($t), $t.starts_with(\"demo__read\");").unwrap();
+        let by_arg = attenuate(&t, "check if call_tool(\"demo__read_thread\") or arg(\"to\", \"bob@corp.example\");").unwrap();
+        let odd_time = attenuate(&t, "check if time($t), $t >= 2020-01-01T00:00:00Z;").unwrap();
+        assert!(v.verify(&t).unwrap().static_until.is_some());
+        assert!(v.verify(&narrowed).unwrap().static_until.is_some());
+        assert!(v.verify(&by_arg).unwrap().static_until.is_none(), "reads arguments");
+        assert!(v.verify(&odd_time).unwrap().static_until.is_none(), "reads time beyond a TTL");
+        let args = [json!({}), json!({"to": "bob@corp.example"}), json!({"to": "eve@evil.example"})];
+        for tok in [&t, &narrowed, &by_arg, &odd_time] {
+            let vt = v.verify(tok).unwrap();
+            for tool in ["demo__read_thread", "demo__send_email", "demo__delete"] {
+                for a in &args {
+                    for at in [now, now + Duration::from_secs(30), now + Duration::from_secs(120)] {
+                        let c = call(tool, a, at);
+                        assert_eq!(v.authorize_token(&vt, &c).is_ok(), v.authorize(&vt.biscuit, &c).is_ok(), "{tool} {a} {at:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(parse_rfc3339_utc("1970-01-02T00:00:01Z"), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(86_401)));
+        assert_eq!(parse_rfc3339_utc("2026-11-23T10:00:00Z"), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_428_000)));
+        assert_eq!(parse_rfc3339_utc("2026-11-23 10:00:00"), None);
     }
 
     #[test]
@@ -351,11 +604,12 @@ mod tests {
         // Within the shape limits, the run limits still bound a costly check: 64 arguments
         // joined three ways is 262,144 combinations.
         let costly = attenuate(&parent, "check if arg($a, $x), arg($b, $y), arg($c, $z), $x + $y + $z == -1;").unwrap();
-        let b = v.verify(&costly).unwrap();
+        let vt = v.verify(&costly).unwrap();
+        let b = &vt.biscuit;
         let args: serde_json::Map<String, Value> = (0..64).map(|i| (format!("k{i}"), json!(i))).collect();
         let args = Value::Object(args);
         let t0 = std::time::Instant::now();
-        assert!(v.authorize(&b, &call("demo__read_thread", &args, now)).is_err());
+        assert!(v.authorize(b, &call("demo__read_thread", &args, now)).is_err());
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     }
 }
