@@ -5,9 +5,10 @@
 //! queue is full the record is dropped and the drop is logged (and counted in the next record).
 //! Without `[audit] file` records go to the log under the `clawgate::audit` target.
 //!
-//! Today it records tool-integrity events: quarantines, poisoning flags, sanitised definitions
-//! and results, first-use pins and approvals picked up. Per-call decision records come with the
-//! policy engine.
+//! It records one `decision` per call (principal, target, outcome, deciding policies, the
+//! SHA-256 of the exact call; never argument values), approval outcomes, policy reloads and
+//! rejections, and tool-integrity events: quarantines, poisoning flags, sanitised definitions
+//! and results, first-use pins and approvals picked up.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

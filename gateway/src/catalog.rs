@@ -6,6 +6,7 @@
 //! exposes its names unchanged. A name that would collide with another upstream's is hidden and
 //! logged, never silently shadowed.
 
+use std::sync::Arc;
 use std::collections::{BTreeMap, HashMap};
 
 use clawgate_policies::integrity::diff::{self, Change};
@@ -34,6 +35,9 @@ pub struct Route {
     pub original: String,
     /// Arguments the operator fixed for this tool; they replace whatever the client sent.
     pub fixed_arguments: Map<String, Value>,
+    /// The upstream's own definition (as pinned): its `inputSchema` validates calls and types
+    /// the Cedar `context.args`.
+    pub def: Arc<Value>,
 }
 
 /// Namespacing rules for one upstream.
@@ -117,6 +121,8 @@ pub struct Catalog {
     pub tools_json: String,
     pub prompts_json: String,
     pub resource_templates_json: String,
+    /// Each exposed tool serialised on its own, in list order, for per-principal lists.
+    pub tools_each: Vec<(String, String)>,
 }
 
 impl Catalog {
@@ -137,6 +143,7 @@ impl Catalog {
             }
         }
         cat.tools_json = Value::Array(cat.tools.clone()).to_string();
+        cat.tools_each = cat.tools.iter().map(|t| (t.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(), t.to_string())).collect();
         cat.prompts_json = Value::Array(cat.prompts.clone()).to_string();
         cat.resource_templates_json = Value::Array(cat.resource_templates.clone()).to_string();
         cat
@@ -201,7 +208,7 @@ impl Catalog {
             let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
             self.notes.push(format!("{} `{exposed}` of upstream `{}` sanitised: {}", kind.as_str(), policy.name, kinds.join(", ")));
         }
-        let route = Route { upstream: i, original: original.to_owned(), fixed_arguments: fixed };
+        let route = Route { upstream: i, original: original.to_owned(), fixed_arguments: fixed, def: Arc::new(def.clone()) };
         let (routes, list) = match kind {
             Kind::Tool => (&mut self.tool_routes, &mut self.tools),
             Kind::Prompt => (&mut self.prompt_routes, &mut self.prompts),
@@ -227,6 +234,16 @@ impl Catalog {
 
     pub fn prompt(&self, exposed: &str) -> Option<&Route> {
         self.prompt_routes.get(exposed)
+    }
+
+    /// Every exposed tool with its route.
+    pub fn tool_routes(&self) -> impl Iterator<Item = (&String, &Route)> {
+        self.tool_routes.iter()
+    }
+
+    /// Every exposed prompt with its route.
+    pub fn prompt_routes(&self) -> impl Iterator<Item = (&String, &Route)> {
+        self.prompt_routes.iter()
     }
 }
 
@@ -287,10 +304,10 @@ fn hide_fixed_arguments(def: &mut Map<String, Value>, fixed: &Map<String, Value>
 pub fn route_uri(spaces: &[Namespace], uri: &str) -> Option<Route> {
     if let Some((prefix, rest)) = uri.split_once('+')
         && let Some(i) = spaces.iter().position(|n| !n.prefix.is_empty() && n.prefix == prefix) {
-            return Some(Route { upstream: i, original: rest.to_owned(), fixed_arguments: Map::new() });
+            return Some(Route { upstream: i, original: rest.to_owned(), fixed_arguments: Map::new(), def: Arc::new(Value::Null) });
         }
     let i = spaces.iter().position(|n| n.prefix.is_empty())?;
-    Some(Route { upstream: i, original: uri.to_owned(), fixed_arguments: Map::new() })
+    Some(Route { upstream: i, original: uri.to_owned(), fixed_arguments: Map::new(), def: Arc::new(Value::Null) })
 }
 
 /// Rewrites every resource URI an upstream result carries into the client-visible namespace:
@@ -348,7 +365,7 @@ mod tests {
     }
 
     fn route(upstream: usize, original: &str) -> Route {
-        Route { upstream, original: original.into(), fixed_arguments: Map::new() }
+        Route { upstream, original: original.into(), fixed_arguments: Map::new(), def: Arc::new(Value::Null) }
     }
 
     #[test]
@@ -356,8 +373,10 @@ mod tests {
         let policies = vec![policy("mail", "mail", PinMode::Off), policy("echo", "", PinMode::Off), policy("files", "files", PinMode::Off)];
         let lists = vec![tools(vec![json!({"name":"send","x-vendor":1})]), tools(vec![json!({"name":"echo"}), json!({"name":"mail__send"})]), None];
         let cat = Catalog::build(&policies, &lists, &LockFile::default());
-        assert_eq!(cat.tool("mail__send"), Some(&route(0, "send")));
-        assert_eq!(cat.tool("echo"), Some(&route(1, "echo")));
+        let strip = |r: Option<&Route>| r.map(|r| Route { def: Arc::new(Value::Null), ..r.clone() });
+        assert_eq!(strip(cat.tool("mail__send")), Some(route(0, "send")));
+        assert_eq!(cat.tool("mail__send").unwrap().def.get("x-vendor"), Some(&json!(1)), "the upstream's own definition");
+        assert_eq!(strip(cat.tool("echo")), Some(route(1, "echo")));
         // The empty-prefix upstream's `mail__send` would shadow upstream 0's: hidden.
         assert_eq!(cat.tools.len(), 2);
         assert_eq!(cat.tools[0], json!({"name":"mail__send","x-vendor":1}), "unknown fields survive");
@@ -406,7 +425,7 @@ mod tests {
     #[test]
     fn overrides_rename_describe_hide_and_fix_arguments() {
         let mut p = policy("mail", "mail", PinMode::Off);
-        p.overrides.insert("send_email".into(), ToolOverride { rename: Some("send".into()), description: Some("Send mail.".into()), hide: false, fixed_arguments: json!({"from": "me@corp.example"}).as_object().unwrap().clone() });
+        p.overrides.insert("send_email".into(), ToolOverride { rename: Some("send".into()), description: Some("Send mail.".into()), hide: false, fixed_arguments: json!({"from": "me@corp.example"}).as_object().unwrap().clone(), ..ToolOverride::default() });
         p.overrides.insert("delete_all".into(), ToolOverride { hide: true, ..ToolOverride::default() });
         let send = json!({"name": "send_email", "description": "x", "inputSchema": {"type": "object", "properties": {"to": {}, "from": {}}, "required": ["to", "from"]}});
         let cat = Catalog::build(&[p], &[tools(vec![send, json!({"name": "delete_all"})])], &LockFile::default());

@@ -32,10 +32,19 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file: exit 0 if valid, 1 with precise messages if not.
+    /// Validate a config file, its keys and its policies (against the upstreams' live tools,
+    /// as a reload would): exit 0 if valid, 1 with precise messages if not.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Test and compare Cedar policies against recorded calls.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the merged Cedar schema (base + one typed action per tool) for Cedar's own tools.
+    Schema {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Review and approve upstream tool definitions against the lockfile.
     #[command(subcommand)]
@@ -48,6 +57,30 @@ pub enum Command {
     Token(TokenCommand),
     /// Run the bundled demo MCP server on stdin/stdout.
     DemoUpstream,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The decision for each recorded call (JSON Lines in, one JSON line out per call).
+    /// Exits 0 when every call is allowed or asked, 3 when some are denied.
+    Test {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        calls: PathBuf,
+    },
+    /// Which recorded calls' decisions flip between two policy directories. Exits 0 when
+    /// none flips, 2 when some do.
+    Diff {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        old: PathBuf,
+        #[arg(long)]
+        new: PathBuf,
+        #[arg(long)]
+        calls: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,11 +97,24 @@ pub enum TokenCommand {
         key: PathBuf,
         #[arg(long)]
         principal: String,
+        /// The principal is an agent (`principal.kind == "agent"`), not a user.
+        #[arg(long)]
+        agent: bool,
         #[arg(long)]
         task: Option<String>,
-        /// A tool the holder may call, as clients name it (repeatable; none = every tool).
+        /// A group the principal belongs to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A tool the holder may call, as clients name it (repeatable; with no --tool and no
+        /// --upstream, every tool).
         #[arg(long = "tool")]
         tools: Vec<String>,
+        /// An upstream all of whose tools the holder may call (repeatable).
+        #[arg(long = "upstream")]
+        upstreams: Vec<String>,
+        /// Something the user named: `recipient=bob@corp.example`, `account=…`, `url=…`.
+        #[arg(long = "intent")]
+        intents: Vec<String>,
         /// Lifetime, e.g. `1h`, `30m`.
         #[arg(long)]
         ttl: Option<String>,
@@ -117,7 +163,15 @@ pub enum ToolsCommand {
 fn load(config: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match config {
         Some(p) => Config::load(p)?,
-        None => Config::embedded_default()?,
+        None => {
+            let cfg = Config::embedded_default()?;
+            if std::env::var_os("CLAWGATE_DEMO_KEY").is_none()
+                && let Ok(p) = crate::config::demo_key_file()
+            {
+                tracing::info!("embedded quickstart: the demo user's API key is in {} (send `Authorization: Bearer <key>`)", p.display());
+            }
+            cfg
+        }
     })
 }
 
@@ -136,17 +190,37 @@ fn init_quiet_logging() {
 /// Runs a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(cfg) => {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stdout().lock(), "{}: ok ({} upstream(s))", config.display(), cfg.upstreams.len());
-                Ok(0)
+        Command::Check { config } => {
+            init_quiet_logging();
+            match crate::policy_cli::check(&config).await {
+                Ok(report) => {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout().lock(), "{report}");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(1)
-            }
-        },
+        }
+        Command::Policy(PolicyCommand::Test { config, calls }) => {
+            init_quiet_logging();
+            let denied = crate::policy_cli::test(&config, &calls).await?;
+            Ok(if denied == 0 { 0 } else { 3 })
+        }
+        Command::Policy(PolicyCommand::Diff { config, old, new, calls }) => {
+            init_quiet_logging();
+            let flips = crate::policy_cli::diff(config.as_deref(), &old, &new, &calls).await?;
+            Ok(if flips == 0 { 0 } else { 2 })
+        }
+        Command::Schema { config } => {
+            init_quiet_logging();
+            use std::io::Write as _;
+            let s = crate::policy_cli::schema(config.as_deref()).await?;
+            let _ = write!(std::io::stdout().lock(), "{s}");
+            Ok(0)
+        }
         Command::Tools(ToolsCommand::Diff { config }) => {
             init_quiet_logging();
             let n = crate::tools_cli::diff_cmd(&config).await?;
@@ -207,8 +281,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logging();
             let cfg = load(config.as_deref())?;
             let gw = Gateway::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = std::env::var("CLAWGATE_TOKEN").ok().filter(|t| !t.is_empty());
+            let principal = gw.authz.authenticate(token.as_deref()).map_err(|e| anyhow::anyhow!("CLAWGATE_TOKEN: {e}"))?;
+            tracing::info!("stdio client acts as principal `{}`", principal.id());
             tokio::select! {
-                r = crate::front::stdio::serve(Arc::clone(&gw), tokio::io::stdin(), tokio::io::stdout()) => r?,
+                r = crate::front::stdio::serve(Arc::clone(&gw), token, tokio::io::stdin(), tokio::io::stdout()) => r?,
                 () = shutdown_signal() => {}
             }
             gw.shutdown().await;
@@ -231,11 +308,15 @@ fn token_cmd(cmd: TokenCommand) -> anyhow::Result<i32> {
             std::fs::write(&pub_path, format!("{public}\n")).with_context(|| format!("cannot write {}", pub_path.display()))?;
             say(&format!("wrote {} (private) and {} (public)", out.display(), pub_path.display()));
         }
-        TokenCommand::Mint { key, principal, task, tools, ttl } => {
+        TokenCommand::Mint { key, principal, agent, task, groups, tools, upstreams, intents, ttl } => {
             let hex = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
             let root = token::private_key_from_hex(&hex).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
             let ttl = ttl.map(|t| crate::config::parse_duration(&t).map_err(|e| anyhow::anyhow!("--ttl: {e}"))).transpose()?;
-            let spec = token::MintSpec { principal, task, tools, ttl };
+            let intents = intents
+                .iter()
+                .map(|i| i.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| anyhow::anyhow!("--intent {i:?}: expected kind=value")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let spec = token::MintSpec { principal, agent, task, groups, tools, upstreams, intents, ttl };
             say(&token::mint(&root, &spec, std::time::SystemTime::now()).map_err(|e| anyhow::anyhow!(e))?);
         }
         TokenCommand::Attenuate { token: t, check } => say(&token::attenuate(&t, &check).map_err(|e| anyhow::anyhow!(e))?),

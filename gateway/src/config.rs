@@ -13,6 +13,44 @@ use toml::Spanned;
 
 /// The demo config shipped with the repo; `clawgate serve` with no `--config` runs it.
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
+/// The quickstart's policies, compiled in so that the embedded default needs no files.
+pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[("<embedded>/examples/policies/demo.cedar", include_str!("../../examples/policies/demo.cedar"))];
+
+/// Where the embedded quickstart keeps its demo API key: `$CLAWGATE_DEMO_KEY_FILE`, else
+/// `$XDG_CONFIG_HOME/clawgate/demo.key`, else `~/.config/clawgate/demo.key`.
+pub fn demo_key_file() -> Result<PathBuf, String> {
+    if let Some(f) = std::env::var_os("CLAWGATE_DEMO_KEY_FILE") {
+        return Ok(PathBuf::from(f));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or("neither XDG_CONFIG_HOME nor HOME is set; set CLAWGATE_DEMO_KEY")?;
+    Ok(base.join("clawgate").join("demo.key"))
+}
+
+fn read_or_create_key(path: &Path) -> Result<String, String> {
+    if let Ok(k) = std::fs::read_to_string(path) {
+        let k = k.trim().to_owned();
+        if k.len() >= 16 {
+            return Ok(k);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the demo key: {e}"))?;
+    let key = format!("cg_demo_{}", hex::encode(bytes));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| format!("{}: cannot write the demo key: {e}", path.display()))?;
+    writeln!(f, "{key}").map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(key)
+}
 
 /// A config error: where (file, line, key) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +86,70 @@ pub struct Config {
     pub pins: Pins,
     pub audit: Audit,
     pub admin: Admin,
+    pub auth: Auth,
+    /// `None` when the config has no `[policy]` section: every call is then denied.
+    pub policy: Option<PolicyConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[auth]`: how callers prove who they are.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// File holding the hex ed25519 root public key that Biscuit tokens must be signed by.
+    pub biscuit_public_key: Option<PathBuf>,
+    /// File of revoked token revocation ids (hex, one per line, `#` comments).
+    pub revocation_file: Option<PathBuf>,
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `[[auth.api_keys]]`: a static key (from an environment variable) for one principal.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub key_env: String,
+    /// The key itself: a secret, redacted from `Debug`.
+    pub key: String,
+    pub principal: String,
+    pub agent: bool,
+    pub task: Option<String>,
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("biscuit_public_key", &self.biscuit_public_key)
+            .field("revocation_file", &self.revocation_file)
+            .field("api_keys", &self.api_keys.iter().map(|k| (&k.key_env, &k.principal)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory of `*.cedar` files (read recursively, in name order).
+    pub dir: Option<PathBuf>,
+    /// Policies written in the config itself, after the directory's.
+    pub inline: Option<String>,
+    /// Policies compiled into the binary (the embedded quickstart's), as (name, text).
+    pub embedded: Vec<(String, String)>,
+    pub mode: PolicyMode,
+    /// `context.time` is computed at this offset from UTC (`utc_offset = "+02:00"`).
+    pub utc_offset_minutes: i32,
+    /// How long a human has to answer an `@ask` approval, and how long a given approval stays
+    /// usable by the retried call.
+    pub approval_timeout: Duration,
+}
+
+/// `mode = "enforce" | "shadow"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Denials deny.
+    #[default]
+    Enforce,
+    /// Decisions are computed, logged and audited as "would deny"/"would ask"; calls go through.
+    Shadow,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +209,8 @@ pub struct UpstreamConfig {
     pub poisoning: PoisonAction,
     /// Operator overrides by the upstream's own tool name.
     pub tools: BTreeMap<String, ToolOverride>,
+    /// Whether this upstream's tool annotations (readOnlyHint, …) count as policy attributes.
+    pub trusted: bool,
 }
 
 /// `pin = "strict" | "tofu" | "off"`.
@@ -149,6 +252,21 @@ pub struct ToolOverride {
     /// are removed from the schema the client sees.
     #[serde(default)]
     pub fixed_arguments: serde_json::Map<String, serde_json::Value>,
+    // --- policy attributes (entity `Tool`) ---
+    pub category: Option<String>,
+    pub owner: Option<String>,
+    pub sensitivity: Option<String>,
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+    pub open_world: Option<bool>,
+    /// Extra Cedar action groups (`groups = ["send"]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// A JSON Schema file the arguments must also satisfy (stricter than the upstream's).
+    pub schema: Option<String>,
+    /// The parsed `schema` file.
+    #[serde(skip)]
+    pub schema_value: Option<serde_json::Value>,
 }
 
 /// `[pins]`.
@@ -235,7 +353,51 @@ struct RawConfig {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    auth: RawAuth,
+    policy: Option<Spanned<RawPolicy>>,
+    #[serde(default)]
     upstream: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    biscuit_public_key: Option<String>,
+    revocation_file: Option<String>,
+    #[serde(default)]
+    api_keys: Vec<Spanned<RawApiKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    key_env: Spanned<String>,
+    principal: Spanned<String>,
+    #[serde(default)]
+    kind: RawKind,
+    task: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    #[default]
+    User,
+    Agent,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<String>,
+    inline: Option<String>,
+    #[serde(default)]
+    mode: PolicyMode,
+    utc_offset: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    approval_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +478,8 @@ struct RawUpstream {
     poisoning: PoisonAction,
     #[serde(default)]
     tools: BTreeMap<String, ToolOverride>,
+    #[serde(default)]
+    trusted: bool,
 }
 
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -339,14 +503,27 @@ impl Config {
     /// binary (`<current exe> demo-upstream`) so that it works before anything is installed.
     pub fn embedded_default() -> Result<Self, ConfigError> {
         let source = PathBuf::from("<embedded quickstart>");
-        let mut cfg = Self::parse(QUICKSTART, &source, Path::new("."), &|k| std::env::var(k).ok())?;
+        let fail = |message: String| ConfigError { file: source.clone(), line: None, key: Some("auth.api_keys[0].key_env".into()), message };
+        // The demo API key: `CLAWGATE_DEMO_KEY` if set, else the one in the demo key file
+        // (created on first run, owner-only). Its path is logged; the key never is.
+        let demo_key = match std::env::var("CLAWGATE_DEMO_KEY").ok().filter(|k| !k.is_empty()) {
+            Some(k) => k,
+            None => demo_key_file().and_then(|p| read_or_create_key(&p)).map_err(fail)?,
+        };
+        let env = move |k: &str| if k == "CLAWGATE_DEMO_KEY" { Some(demo_key.clone()) } else { std::env::var(k).ok() };
+        let mut cfg = Self::parse(QUICKSTART, &source, Path::new("."), &env)?;
+        if let Some(p) = &mut cfg.policy {
+            p.dir = None;
+            p.embedded = EMBEDDED_POLICIES.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+        }
         let exe = std::env::current_exe().map_err(|e| ConfigError {
             file: source.clone(),
             line: None,
             key: None,
             message: format!("cannot locate the clawgate binary: {e}"),
         })?;
-        // The embedded default keeps its pins in memory: it writes nothing to disk.
+        // The embedded default keeps its pins in memory: besides the demo key file it writes
+        // nothing to disk.
         cfg.pins.lockfile = None;
         for up in &mut cfg.upstreams {
             if let TransportConfig::Stdio { command, .. } = &mut up.transport
@@ -481,11 +658,25 @@ impl Config {
                     TransportConfig::Http { url: url_s, headers }
                 }
             };
-            for (tool, o) in &u.tools {
+            let mut tools = u.tools.clone();
+            for (tool, o) in &mut tools {
                 if let Some(r) = &o.rename
                     && (r.is_empty() || r.contains("__") || r.chars().any(|c| c.is_control() || c.is_whitespace()))
                 {
                     return Err(err(Some(up.span()), key(&format!("tools.{tool}.rename")), format!("`{r}` must be non-empty, without whitespace or `__`")));
+                }
+                if let Some(g) = o.groups.iter().find(|g| !valid_group(g)) {
+                    return Err(err(Some(up.span()), key(&format!("tools.{tool}.groups")), format!("`{g}` must match [a-z_][a-z0-9_]*")));
+                }
+                if let Some(f) = &o.schema {
+                    let path = base.join(f);
+                    let k = key(&format!("tools.{tool}.schema"));
+                    let text = std::fs::read_to_string(&path).map_err(|e| err(Some(up.span()), k.clone(), format!("cannot read {}: {e}", path.display())))?;
+                    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(Some(up.span()), k.clone(), format!("{} is not JSON: {e}", path.display())))?;
+                    if let clawgate_policies::args::ArgSchema::Broken(m) = clawgate_policies::args::ArgSchema::compile(&v) {
+                        return Err(err(Some(up.span()), k, format!("{}: {m}", path.display())));
+                    }
+                    o.schema_value = Some(v);
                 }
             }
             upstreams.push(UpstreamConfig {
@@ -495,7 +686,8 @@ impl Config {
                 transport,
                 pin: u.pin,
                 poisoning: u.poisoning,
-                tools: u.tools.clone(),
+                tools,
+                trusted: u.trusted,
             });
         }
         // The lockfile sits beside the config unless `[pins] lockfile` says otherwise.
@@ -522,8 +714,71 @@ impl Config {
         {
             return Err(err(raw.admin.http.as_ref().map(Spanned::span), Some("admin.http".into()), "a non-loopback admin address needs `token_env`".into()));
         }
-        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, upstreams })
+        let mut api_keys = Vec::new();
+        let mut seen_keys = HashSet::new();
+        for (i, k) in raw.auth.api_keys.iter().enumerate() {
+            let r = k.get_ref();
+            let key = |f: &str| Some(format!("auth.api_keys[{i}].{f}"));
+            let value = env(r.key_env.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(Some(r.key_env.span()), key("key_env"), format!("environment variable `{}` is not set", r.key_env.get_ref()))
+            })?;
+            if value.len() < 16 {
+                return Err(err(Some(r.key_env.span()), key("key_env"), format!("the key in `{}` is shorter than 16 characters", r.key_env.get_ref())));
+            }
+            let p = r.principal.get_ref();
+            if p.is_empty() || p == "anonymous" {
+                return Err(err(Some(r.principal.span()), key("principal"), "must be a non-empty name other than `anonymous`".into()));
+            }
+            if !seen_keys.insert(value.clone()) {
+                return Err(err(Some(r.key_env.span()), key("key_env"), "two API keys have the same value".into()));
+            }
+            api_keys.push(ApiKey { key_env: r.key_env.get_ref().clone(), key: value, principal: p.clone(), agent: r.kind == RawKind::Agent, task: r.task.clone(), groups: r.groups.clone() });
+        }
+        let auth = Auth {
+            biscuit_public_key: raw.auth.biscuit_public_key.as_deref().map(|f| base.join(f)),
+            revocation_file: raw.auth.revocation_file.as_deref().map(|f| base.join(f)),
+            api_keys,
+        };
+        let policy = match &raw.policy {
+            None => None,
+            Some(p) => {
+                let r = p.get_ref();
+                if r.dir.is_none() && r.inline.is_none() {
+                    return Err(err(Some(p.span()), Some("policy".into()), "needs `dir` or `inline` (or both)".into()));
+                }
+                let utc_offset_minutes = match &r.utc_offset {
+                    None => 0,
+                    Some(o) => parse_utc_offset(o.get_ref()).ok_or_else(|| err(Some(o.span()), Some("policy.utc_offset".into()), "must look like \"+02:00\" or \"-05:30\"".into()))?,
+                };
+                Some(PolicyConfig {
+                    dir: r.dir.as_deref().map(|d| base.join(d)),
+                    inline: r.inline.clone(),
+                    embedded: Vec::new(),
+                    mode: r.mode,
+                    utc_offset_minutes,
+                    approval_timeout: r.approval_timeout.unwrap_or(Duration::from_secs(120)),
+                })
+            }
+        };
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, auth, policy, upstreams })
     }
+}
+
+/// `+HH:MM` / `-HH:MM` → minutes.
+fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, s.get(1..)?),
+        b'-' => (-1, s.get(1..)?),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60 && h >= 0 && m >= 0).then_some(sign * (h * 60 + m))
+}
+
+fn valid_group(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_') && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 fn valid_name(s: &str) -> bool {
@@ -591,13 +846,34 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("test.toml"), Path::new("/base"), &|k| (k == "TOKEN").then(|| "s3cret".to_owned()))
+        Config::parse(text, Path::new("test.toml"), Path::new("/base"), &|k| match k {
+            "TOKEN" => Some("s3cret".to_owned()),
+            "CLAWGATE_DEMO_KEY" => Some("demo-key-0123456789".to_owned()),
+            _ => None,
+        })
     }
 
     #[test]
     fn quickstart_parses() {
         let cfg = parse(QUICKSTART).unwrap();
         assert!(!cfg.upstreams.is_empty());
+        assert_eq!(cfg.auth.api_keys[0].principal, "demo-user");
+        assert!(!format!("{:?}", cfg.auth).contains("demo-key-0123456789"), "keys are redacted");
+        assert_eq!(cfg.policy.as_ref().unwrap().mode, PolicyMode::Enforce);
+    }
+
+    #[test]
+    fn auth_and_policy_errors_name_the_key() {
+        let e = parse("[[auth.api_keys]]\nkey_env = \"NOPE\"\nprincipal = \"a\"\n").unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("auth.api_keys[0].key_env"), Some(2)), "{e}");
+        let e = parse("[policy]\nmode = \"enforce\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("policy"), "{e}");
+        let e = parse("[policy]\ninline = \"\"\nmode = \"lax\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = parse("[policy]\ninline = \"\"\nutc_offset = \"2h\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("policy.utc_offset"), "{e}");
+        let ok = parse("[policy]\ninline = \"\"\nutc_offset = \"-05:30\"\n").unwrap();
+        assert_eq!(ok.policy.unwrap().utc_offset_minutes, -330);
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub enum CallError {
     InvalidParams(String),
     #[error("`{name}` is quarantined: {reason}; an operator can review it with `clawgate tools diff` and approve it with `clawgate tools approve`")]
     Quarantined { name: String, reason: String },
+    // --- authorization ---
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("denied: {0}")]
+    Denied(clawgate_policies::decision::Denial),
+    #[error("invalid arguments: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidArguments(Vec<clawgate_policies::args::ArgError>),
     // --- dispatch ---
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
@@ -72,6 +79,9 @@ impl CallError {
             Self::MissingEnvelope(_) | Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => code::INVALID_PARAMS,
             Self::UnknownResource(_) => code::RESOURCE_NOT_FOUND,
             Self::Quarantined { .. } => QUARANTINED,
+            Self::Unauthorized(_) => UNAUTHORIZED,
+            Self::Denied(_) => DENIED,
+            Self::InvalidArguments(_) => code::INVALID_PARAMS,
             Self::MethodNotFound(_) => code::METHOD_NOT_FOUND,
             Self::Upstream(_) | Self::ClientTimeout(_) | Self::ClientCannot(_) | Self::ShuttingDown => code::INTERNAL_ERROR,
         }
@@ -82,6 +92,7 @@ impl CallError {
         match self {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ForbiddenOrigin(_) | Self::ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
             other => status_for_code(other.code()),
@@ -107,6 +118,8 @@ impl CallError {
     pub fn data(&self) -> Option<Value> {
         match self {
             Self::UnsupportedVersion { requested } => Some(json!({"supported": era::MODERN_VERSIONS, "requested": requested})),
+            Self::Denied(d) => Some(json!({"reason": d.reason.as_str(), "engine": d.engine.as_str(), "policies": d.policies})),
+            Self::InvalidArguments(errs) => Some(json!({"errors": errs.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>()})),
             _ => None,
         }
     }
@@ -116,6 +129,12 @@ impl CallError {
         jsonrpc::error(id, self.code(), &self.client_message(), self.data())
     }
 }
+
+/// clawgate: the credentials presented do not authenticate anyone (HTTP 401).
+pub const UNAUTHORIZED: i64 = -32001;
+
+/// clawgate: the policy decision denied the call.
+pub const DENIED: i64 = -32050;
 
 /// clawgate: the tool (prompt, template) is withheld until an operator approves it.
 pub const QUARANTINED: i64 = -32051;

@@ -5,8 +5,9 @@
 //! - [`front`]: the Streamable HTTP front (both protocol eras on one endpoint) and the stdio front.
 //! - [`session`]: legacy-era client sessions and the way back to a client.
 //! - [`pipeline`]: the gateway core and the ordered call path of every request.
-//! - [`stages`]: the typed seams of that path (authenticate, validate, label, decide,
-//!   rate-limit, post-process, audit). They do nothing yet; see SECURITY.md.
+//! - [`authz`]: authentication (Biscuit tokens, API keys, anonymous) and the policy state the
+//!   decide stage reads (token verifier, Cedar engine, argument schemas), swapped atomically.
+//! - [`stages`]: the seams of that path still to be filled (labels, rate limits, result labels).
 //! - [`catalog`]: federation — namespaced, merged tool/prompt lists and URI routing — with
 //!   pins, quarantine, sanitising and operator overrides applied.
 //! - [`pins`]: the lockfile (`clawgate.lock`).
@@ -14,12 +15,13 @@
 //! - [`admin`]: the operator API (quarantine report).
 //! - [`audit`]: the hash-chained audit log.
 //! - [`demo`]: the bundled demo upstream (`clawgate demo-upstream`).
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`policy_cli`]: `check`, `policy test|diff`, `schema`.
 //!
 //! Outward protocols (upstream transports) live in the `clawgate-adapters` crate.
 
 pub mod admin;
 pub mod audit;
+pub mod authz;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod front;
 pub mod pins;
 pub mod pipeline;
+pub mod policy_cli;
 pub mod session;
 pub mod stages;
 pub mod tools_cli;

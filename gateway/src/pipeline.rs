@@ -11,7 +11,7 @@
 //! in [`CallError::to_response`].
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clawgate_adapters::era::{self, Envelope};
 use clawgate_adapters::jsonrpc;
@@ -28,12 +28,19 @@ use crate::pins::LockFile;
 use crate::config::{Config, TransportConfig, UpstreamConfig};
 use crate::error::CallError;
 use crate::session::{Session, Sessions, lock, new_session_id};
-use crate::stages::{self, CallInfo, Decision, Principal};
+use crate::authz::{self, Authz, Principal, ToolInput};
+use crate::config::PolicyMode;
+use crate::stages::{self, CallInfo};
+use clawgate_policies::cedar::{Inventory, PromptMeta, ToolAttrs, ToolMeta, UpstreamMeta};
+use clawgate_policies::decision::{Decision, Denial, DenyReason, EngineKind};
 
 /// Most pages fetched from one upstream for one list (bounds a misbehaving paginator).
 const MAX_LIST_PAGES: usize = 64;
 /// Most MRTR rounds the gateway drives on behalf of a legacy client.
 const MAX_INPUT_ROUNDS: usize = 8;
+/// The `inputRequests` key and `requestState` prefix of the gateway's own approval round.
+const APPROVAL_KEY: &str = "io.clawgate/approval";
+const APPROVAL_STATE: &str = "cg-approval:";
 
 /// Who is asking, and how to reach them while their request runs.
 pub struct Caller {
@@ -102,6 +109,7 @@ pub struct Gateway {
     /// Flips to `true` when shutdown begins, ending every long-lived stream.
     closing: tokio::sync::watch::Sender<bool>,
     pub audit: Audit,
+    pub authz: Authz,
 }
 
 /// Resolves once the gateway starts shutting down.
@@ -137,9 +145,14 @@ impl Gateway {
             None => LockFile::default(),
         };
         let audit = Audit::start(cfg.audit.file.as_deref()).map_err(CallError::InvalidRequest)?;
+        let authz = Authz::new(&cfg).map_err(CallError::InvalidRequest)?;
+        if cfg.policy.is_none() {
+            tracing::warn!(target: "clawgate::policy", "no [policy] section: every call is denied");
+        }
         let (changes, _) = broadcast::channel(256);
         let gw = Arc::new(Self {
             audit,
+            authz,
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
             lists: Mutex::new(vec![None; slots.len()]),
             listed: Mutex::new(vec![false; slots.len()]),
@@ -159,6 +172,7 @@ impl Gateway {
             tokio::spawn(lockfile_watch_loop(Arc::downgrade(&gw)));
         }
         tokio::spawn(relist_loop(Arc::downgrade(&gw)));
+        tokio::spawn(policy_watch_loop(Arc::downgrade(&gw)));
         Ok(gw)
     }
 
@@ -197,12 +211,12 @@ impl Gateway {
     // Handshakes
 
     /// Legacy `initialize`: negotiates a version and opens a session.
-    pub fn initialize(&self, params: Option<&Map<String, Value>>) -> Result<(Arc<Session>, Value), CallError> {
+    pub fn initialize(&self, params: Option<&Map<String, Value>>, principal: &Principal) -> Result<(Arc<Session>, Value), CallError> {
         let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str).unwrap_or(era::LEGACY_LATEST);
         let version = if era::LEGACY_VERSIONS.contains(&requested) { requested } else { era::LEGACY_LATEST };
         let caps = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or_else(|| json!({}));
         let info = params.and_then(|p| p.get("clientInfo")).cloned().unwrap_or(Value::Null);
-        let session = Arc::new(Session::new(new_session_id()?, version.to_owned(), caps, info));
+        let session = Arc::new(Session::new(new_session_id()?, version.to_owned(), caps, info, principal.credential()));
         session.touch();
         self.sessions.insert(Arc::clone(&session))?;
         let mut result = json!({
@@ -267,8 +281,19 @@ impl Gateway {
             "ping" => Ok(Reply::Result(json!({}))),
             "server/discover" => Ok(Reply::Result(self.discover())),
             "initialize" => Err(CallError::InvalidRequest("session already initialized".into())),
-            "tools/list" => Ok(Reply::Result(json!({"tools": self.catalog().await.tools.clone()}))),
-            "prompts/list" => Ok(Reply::Result(json!({"prompts": self.catalog().await.prompts.clone()}))),
+            "tools/list" => {
+                let cat = self.catalog().await;
+                let tools = match self.visible_for(&caller.principal) {
+                    None => cat.tools.clone(),
+                    Some(v) => cat.tools.iter().filter(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| v.contains(n))).cloned().collect(),
+                };
+                Ok(Reply::Result(json!({ "tools": tools })))
+            }
+            "prompts/list" => {
+                let cat = self.catalog().await;
+                let prompts = cat.prompts.iter().filter(|p| self.may_read(&caller.principal, "prompts/get", &cat, p.get("name").and_then(Value::as_str).unwrap_or_default())).cloned().collect::<Vec<_>>();
+                Ok(Reply::Result(json!({ "prompts": prompts })))
+            }
             "resources/list" => self.list_resources(caller, "resources/list", "resources").await,
             "resources/templates/list" => Ok(Reply::Result(json!({"resourceTemplates": self.catalog().await.resource_templates.clone()}))),
             "tools/call" | "prompts/get" | "resources/read" => self.call(caller, method, req).await,
@@ -283,16 +308,31 @@ impl Gateway {
     /// catalog's pre-serialised list with no per-request cloning or serialising. `None` for
     /// anything else (and for a request whose `id` is not plain), which takes
     /// [`Gateway::handle_request`]. The answer is byte-for-byte what that path would produce.
-    pub async fn cached_list(&self, req: &Value, stateless: bool) -> Option<String> {
+    pub async fn cached_list(&self, req: &Value, stateless: bool, principal: &Principal) -> Option<String> {
         let method = jsonrpc::method(req)?;
         let id = req.get("id").filter(|i| jsonrpc::valid_id(i))?;
         let cat = match method {
-            "tools/list" | "prompts/list" | "resources/templates/list" => self.catalog().await,
+            "tools/list" | "resources/templates/list" => self.catalog().await,
             _ => return None,
         };
+        let filtered;
         let (key, list) = match method {
-            "tools/list" => ("tools", &cat.tools_json),
-            "prompts/list" => ("prompts", &cat.prompts_json),
+            "tools/list" => match self.visible_for(principal) {
+                None => ("tools", &cat.tools_json),
+                Some(v) => {
+                    let mut out = String::with_capacity(cat.tools_json.len());
+                    out.push('[');
+                    for (_, json) in cat.tools_each.iter().filter(|(n, _)| v.contains(n)) {
+                        if out.len() > 1 {
+                            out.push(',');
+                        }
+                        out.push_str(json);
+                    }
+                    out.push(']');
+                    filtered = out;
+                    ("tools", &filtered)
+                }
+            },
             _ => ("resourceTemplates", &cat.resource_templates_json),
         };
         // The empty catalog in place before the first build has no serialised lists yet.
@@ -338,9 +378,13 @@ impl Gateway {
         let principal = &caller.principal;
 
         // Stage "route": the client-visible name → (upstream, original name). Unknown names fail
-        // here and nothing is sent anywhere.
+        // here and nothing is sent anywhere. A tool this principal can never call is unknown too
+        // (checked only when a call is refused, so allowed calls pay nothing for it).
         let target = target_of(method, &req)?;
         let catalog = self.catalog().await;
+        // One consistent policy set for the whole decision, whatever reloads meanwhile. Taken
+        // after the catalog, whose first build teaches the engine the tools.
+        let state = self.authz.state();
         let route = self.route_in(&catalog, method, &target)?;
         let slot = self.slots.get(route.upstream).ok_or(CallError::ShuttingDown)?;
         // Operator-fixed arguments replace whatever the client sent, before any check sees them.
@@ -354,12 +398,23 @@ impl Gateway {
                 }
             }
         }
+        // The gateway's own approval round (2026-07-28 retry) is taken off before anything else.
+        let approval = take_approval(&mut req);
         let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments")).cloned();
         let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments: arguments.as_ref() };
+        let now = SystemTime::now();
+        let digest = authz::call_digest(principal, &target, arguments.as_ref());
 
-        // Stage "validate": arguments against the pinned schema; on the 2026 wire, the
-        // `Mcp-Param-*` headers against the arguments they mirror.
-        stages::validate(&info).map_err(CallError::InvalidParams)?;
+        // Stage "validate": arguments against the pinned schema (and the operator's stricter
+        // one); on the 2026 wire, the `Mcp-Param-*` headers against the arguments they mirror.
+        let hidden = || method == "tools/call" && !self.authz.callable_at_all(&state, principal, &target, &slot.cfg.name);
+        if method == "tools/call"
+            && let Err(errors) = self.authz.check_args(&state, &target, arguments.as_ref())
+        {
+            let d = Decision::Deny(Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() });
+            self.audit_decision(principal, &info, &d, &digest, false);
+            return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::InvalidArguments(errors) });
+        }
         if caller.is_stateless()
             && method == "tools/call"
             && let Some(schema) = catalog.tool_defs.get(&target).and_then(|d| d.get("inputSchema"))
@@ -368,16 +423,29 @@ impl Gateway {
         }
         // Stage "label": argument provenance.
         stages::label(&info);
-        // Stage "decide": Biscuit ∧ Cedar ∧ labels.
-        let decision = stages::decide(principal, &info);
-        if let Decision::Deny { reason } = &decision {
-            stages::audit(principal, &info, &decision, false);
-            return Err(CallError::InvalidRequest(format!("denied: {reason:?}")));
+        // Stage "decide": Biscuit ∧ Cedar (deny wins; an engine error denies).
+        let decision = if method == "tools/call" {
+            self.authz.decide_tool(&state, principal, &target, &slot.cfg.name, arguments.as_ref(), now)
+        } else {
+            self.authz.decide_other(&state, principal, method, &slot.cfg.name, &target, now)
+        };
+        let shadow = state.mode == PolicyMode::Shadow;
+        self.audit_decision(principal, &info, &decision, &digest, shadow);
+        match (&decision, shadow) {
+            (Decision::Allow { .. }, _) => {}
+            (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
+            (Decision::Deny(d), false) => return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::Denied(d.clone()) }),
+            (Decision::Ask { policy, message }, false) => {
+                if let Some(reply) = self.approve(caller, &info, policy, message, &digest, approval).await? {
+                    return Ok(reply);
+                }
+            }
         }
         // Stage "rate-limit".
-        stages::rate_limit(principal, &info).map_err(|stages::RateLimited| CallError::InvalidRequest("rate limited".into()))?;
+        stages::rate_limit(&info).map_err(|stages::RateLimited| CallError::InvalidRequest("rate limited".into()))?;
 
-        // Stage "dispatch": rewrite the name back to the upstream's and send.
+        // Stage "dispatch": rewrite the name back to the upstream's and send. The client's own
+        // credentials never travel: upstream requests carry only operator-configured headers.
         let key = if method == "resources/read" { "uri" } else { "name" };
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert(key.into(), route.original.clone().into());
@@ -396,10 +464,131 @@ impl Gateway {
             }
         }
         stages::post_process(&info, &mut resp);
-
-        // Stage "audit".
-        stages::audit(principal, &info, &decision, resp.get("error").is_none());
         Ok(Reply::Message(resp))
+    }
+
+    /// Stage "audit": one record per decision (never argument values; the call digest binds
+    /// the record to the exact call).
+    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool) {
+        let mut rec = authz::summary(d);
+        if let Some(o) = rec.as_object_mut() {
+            o.insert("principal".into(), p.id().into());
+            o.insert("method".into(), info.method.into());
+            o.insert("upstream".into(), info.upstream.into());
+            o.insert("target".into(), info.target.into());
+            o.insert("call".into(), format!("sha256:{}", hex::encode(digest)).into());
+            if shadow {
+                o.insert("shadow".into(), true.into());
+            }
+        }
+        if let Decision::Deny(den) = d {
+            tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
+        }
+        self.audit.record("decision", rec);
+    }
+
+    /// A permit with `@ask`: get a human's approval for exactly this call. `Ok(None)` means
+    /// approved (go on); `Ok(Some(reply))` is the `input_required` round for a 2026-07-28
+    /// client; an error denies.
+    async fn approve(&self, caller: &Caller, info: &CallInfo<'_>, policy: &str, message: &str, digest: &[u8; 32], retry: Option<ApprovalRetry>) -> Result<Option<Reply>, CallError> {
+        let timeout = self.cfg.policy.as_ref().map_or(Duration::from_secs(120), |p| p.approval_timeout);
+        let deny = |reason: DenyReason, detail: String| CallError::Denied(Denial { reason, engine: EngineKind::Gateway, policies: vec![policy.to_owned()], detail });
+        let record = |outcome: &str| {
+            self.audit.record("approval", json!({"outcome": outcome, "policy": policy, "principal": caller.principal.id(), "target": info.target, "call": format!("sha256:{}", hex::encode(digest))}));
+        };
+        let elicit = json!({
+            "mode": "form",
+            "message": format!("{message}\n\n{} wants to call {} with:\n{}", caller.principal.id(), info.target, preview(info.arguments)),
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"approve": {"type": "boolean", "title": "Approve this call", "default": false}},
+                "required": ["approve"],
+            },
+        });
+        if let Some(r) = retry {
+            // The 2026-07-28 retry: the answer rides on the request; the approval it names must
+            // be for exactly this call, unexpired and unused.
+            if let Err(why) = self.authz.approval_take(&r.id, digest) {
+                record("replay_refused");
+                return Err(deny(DenyReason::ApprovalDenied, why.into()));
+            }
+            return if r.accepted {
+                record("approved");
+                Ok(None)
+            } else {
+                record("declined");
+                Err(deny(DenyReason::ApprovalDenied, "the approver declined".into()))
+            };
+        }
+        if caller.capabilities().get("elicitation").is_none() {
+            record("unavailable");
+            return Err(deny(DenyReason::ApprovalRequired, message.to_owned()));
+        }
+        match &caller.era {
+            CallerEra::Stateless { .. } => {
+                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| deny(DenyReason::EngineError, "no randomness for an approval id".into()))?;
+                record("requested");
+                let result = json!({
+                    "resultType": "input_required",
+                    "inputRequests": {APPROVAL_KEY: {"method": "elicitation/create", "params": elicit}},
+                    "requestState": format!("{APPROVAL_STATE}{id}"),
+                });
+                Ok(Some(Reply::Result(result)))
+            }
+            CallerEra::Legacy(session) => {
+                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| deny(DenyReason::EngineError, "no randomness for an approval id".into()))?;
+                record("requested");
+                let ask = jsonrpc::request(Value::Null, "elicitation/create", Some(elicit));
+                let answer = match ask_session(session, &caller.out, ask, timeout).await {
+                    Ok(a) => a,
+                    Err(CallError::ClientTimeout(_)) => {
+                        record("timeout");
+                        return Err(deny(DenyReason::ApprovalDenied, format!("no answer within {timeout:?}")));
+                    }
+                    Err(e) => {
+                        record("failed");
+                        return Err(deny(DenyReason::ApprovalDenied, e.client_message()));
+                    }
+                };
+                let accepted = approval_accepted(answer.get("result"));
+                self.authz.approval_take(&id, digest).map_err(|why| deny(DenyReason::ApprovalDenied, why.into()))?;
+                if accepted {
+                    record("approved");
+                    Ok(None)
+                } else {
+                    record("declined");
+                    Err(deny(DenyReason::ApprovalDenied, "the approver declined".into()))
+                }
+            }
+        }
+    }
+
+    /// The tools `p` may see, or `None` when lists are not filtered (shadow mode).
+    fn visible_for(&self, p: &Principal) -> Option<Arc<std::collections::HashSet<String>>> {
+        let state = self.authz.state();
+        if state.mode == PolicyMode::Shadow {
+            return None;
+        }
+        Some(self.authz.visible_tools(&state, p))
+    }
+
+    /// Whether `p` may get the prompt (or read the resource) `target`: lists show only these.
+    fn may_read(&self, p: &Principal, method: &str, cat: &Catalog, target: &str) -> bool {
+        let upstream = match method {
+            "prompts/get" => cat.prompt(target).map(|r| r.upstream),
+            _ => catalog::route_uri(&self.spaces, target).map(|r| r.upstream),
+        };
+        upstream.is_some_and(|i| self.may_read_at(p, method, i, target))
+    }
+
+    /// [`Gateway::may_read`] for a target already routed to upstream `idx`. Shadow mode allows.
+    fn may_read_at(&self, p: &Principal, method: &str, idx: usize, target: &str) -> bool {
+        let state = self.authz.state();
+        if state.mode == PolicyMode::Shadow {
+            return true;
+        }
+        let Some(up) = self.slots.get(idx) else { return false };
+        !self.authz.decide_other(&state, p, method, &up.cfg.name, target, SystemTime::now()).is_deny()
     }
 
     async fn route(&self, method: &str, target: &str) -> Result<Route, CallError> {
@@ -552,15 +741,29 @@ impl Gateway {
             }
             _ => return Err(CallError::InvalidParams("`ref.type` must be `ref/prompt` or `ref/resource`".into())),
         };
+        let (method, target) = if key == "name" { ("prompts/get", r.get("name")) } else { ("resources/read", r.get("uri")) };
+        self.check_readable(caller, method, target.and_then(Value::as_str).unwrap_or_default(), route.upstream)?;
         if let Some(rf) = jsonrpc::params_mut(&mut req).and_then(|p| p.get_mut("ref")).and_then(Value::as_object_mut) {
             rf.insert(key.into(), route.original.into());
         }
         Ok(Reply::Message(self.dispatch(caller, route.upstream, req).await?))
     }
 
+    /// Completions and subscriptions are allowed only on what the principal may get or read;
+    /// anything else is as unknown as it is in the lists.
+    fn check_readable(&self, caller: &Caller, method: &str, target: &str, upstream: usize) -> Result<(), CallError> {
+        if self.may_read_at(&caller.principal, method, upstream, target) {
+            return Ok(());
+        }
+        Err(if method == "prompts/get" { CallError::UnknownPrompt(target.into()) } else { CallError::UnknownResource(target.into()) })
+    }
+
     async fn subscribe(&self, caller: &Caller, method: &str, mut req: Value) -> Result<Reply, CallError> {
         let uri = jsonrpc::params(&req).and_then(|p| p.get("uri")).and_then(Value::as_str).unwrap_or_default().to_owned();
         let route = self.route("resources/read", &uri).await?;
+        if method == "resources/subscribe" {
+            self.check_readable(caller, "resources/read", &uri, route.upstream)?;
+        }
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert("uri".into(), route.original.into());
         }
@@ -601,6 +804,7 @@ impl Gateway {
 
     async fn list_resources(&self, caller: &Caller, method: &str, key: &str) -> Result<Reply, CallError> {
         let mut all = Vec::new();
+        let cat = self.catalog().await;
         for (i, _) in self.slots.iter().enumerate() {
             let Ok(up) = self.upstream_for(caller, i).await else { continue };
             let Ok(info) = up.info().await else { continue };
@@ -612,7 +816,7 @@ impl Gateway {
                     let mut wrapped = json!({ key: items });
                     catalog::namespace_uris(&self.spaces[i], &mut wrapped);
                     if let Some(Value::Array(items)) = wrapped.get_mut(key).map(Value::take) {
-                        all.extend(items);
+                        all.extend(items.into_iter().filter(|r| self.may_read(&caller.principal, "resources/read", &cat, r.get("uri").and_then(Value::as_str).unwrap_or_default())));
                     }
                 }
                 Err(e) => tracing::warn!(upstream = %up.name(), error = %e, "{method} failed"),
@@ -709,6 +913,13 @@ impl Gateway {
             self.audit.record("integrity.released", json!({"name": name}));
         }
         let changed = (old.tools != cat.tools, old.prompts != cat.prompts);
+        // The policy engine learns the new tool set before the catalog exposes it, so a listed
+        // tool is always one the engine can decide.
+        let (inventory, tools) = self.inventory(&cat, &lists);
+        if let Err(e) = self.authz.retool(inventory, tools) {
+            tracing::error!(target: "clawgate::policy", "the policies do not fit the new tool set; the last good set stays in force and calls to new tools are denied: {e}");
+            self.audit.record("policy.rejected", json!({"cause": "tool set changed", "error": e}));
+        }
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);
         // INVARIANT: `listed[i]` turns true only after a catalog built from upstream i's lists
         // is in place.
@@ -716,6 +927,81 @@ impl Gateway {
             *flag = l.is_some();
         }
         changed
+    }
+
+    /// What the policy engine needs to know about the catalog's tools and prompts.
+    fn inventory(&self, cat: &Catalog, lists: &[Option<UpstreamLists>]) -> (Inventory, Vec<ToolInput>) {
+        let upstreams = self
+            .slots
+            .iter()
+            .zip(lists)
+            .map(|(s, l)| UpstreamMeta {
+                name: s.cfg.name.clone(),
+                trusted: s.cfg.trusted,
+                known: l.is_some(),
+                prefix: s.cfg.prefix.clone(),
+            })
+            .collect();
+        let mut tools = Vec::new();
+        let mut metas = Vec::new();
+        for (name, route) in cat.tool_routes() {
+            let Some(slot) = self.slots.get(route.upstream) else { continue };
+            let ov = slot.cfg.tools.get(&route.original);
+            let ann = route.def.get("annotations").filter(|_| slot.cfg.trusted);
+            let hint = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
+            let read_only = ov.and_then(|o| o.read_only).or_else(|| hint("readOnlyHint")).unwrap_or(false);
+            let attrs = ToolAttrs {
+                category: ov.and_then(|o| o.category.clone()).unwrap_or_default(),
+                owner: ov.and_then(|o| o.owner.clone()).unwrap_or_default(),
+                sensitivity: ov.and_then(|o| o.sensitivity.clone()).unwrap_or_default(),
+                read_only,
+                destructive: ov.and_then(|o| o.destructive).or_else(|| hint("destructiveHint")).unwrap_or(!read_only),
+                open_world: ov.and_then(|o| o.open_world).or_else(|| hint("openWorldHint")).unwrap_or(true),
+            };
+            let meta = ToolMeta {
+                name: name.clone(),
+                upstream: slot.cfg.name.clone(),
+                input_schema: route.def.get("inputSchema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                attrs,
+                groups: ov.map(|o| o.groups.clone()).unwrap_or_default(),
+            };
+            metas.push(meta.clone());
+            tools.push(ToolInput { meta, stricter: ov.and_then(|o| o.schema_value.clone()) });
+        }
+        let prompts = cat
+            .prompt_routes()
+            .filter_map(|(name, r)| Some(PromptMeta { name: name.clone(), upstream: self.slots.get(r.upstream)?.cfg.name.clone() }))
+            .collect();
+        (Inventory { upstreams, tools: metas, prompts }, tools)
+    }
+
+    /// Re-reads the config, keys, revocations and policy files and swaps them in if they all
+    /// load; otherwise the last good set stays in force. Lists are re-announced.
+    pub fn reload_policies(&self, why: &str) {
+        let cfg = if self.cfg.source.is_file() {
+            match Config::load(&self.cfg.source) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(target: "clawgate::policy", "reload ({why}) rejected, the last good policies stay in force: {e}");
+                    self.audit.record("policy.rejected", json!({"cause": why, "error": e.to_string()}));
+                    return;
+                }
+            }
+        } else {
+            (*self.cfg).clone()
+        };
+        match self.authz.reload(&cfg) {
+            Ok(generation) => {
+                tracing::info!(target: "clawgate::policy", generation, "policies reloaded ({why})");
+                self.audit.record("policy.reloaded", json!({"cause": why, "generation": generation}));
+                self.broadcast(jsonrpc::notification("notifications/tools/list_changed", None));
+                self.broadcast(jsonrpc::notification("notifications/prompts/list_changed", None));
+            }
+            Err(e) => {
+                tracing::error!(target: "clawgate::policy", "reload ({why}) rejected, the last good policies stay in force: {e}");
+                self.audit.record("policy.rejected", json!({"cause": why, "error": e}));
+            }
+        }
     }
 
     /// Adds first-use pins: merged into what is on disk (never overwriting an entry), written
@@ -873,6 +1159,42 @@ async fn ask_session(session: &Session, out: &mpsc::Sender<Value>, req: Value, t
     session.ask_client(req, out, timeout).await
 }
 
+/// The gateway's approval answer on a 2026-07-28 retry.
+struct ApprovalRetry {
+    id: String,
+    accepted: bool,
+}
+
+/// Takes the gateway's own `requestState` and `inputResponses` entry off a retried call.
+fn take_approval(req: &mut Value) -> Option<ApprovalRetry> {
+    let p = jsonrpc::params_mut(req)?;
+    let state = p.get("requestState").and_then(Value::as_str)?.strip_prefix(APPROVAL_STATE)?.to_owned();
+    p.remove("requestState");
+    let answer = match p.get_mut("inputResponses").and_then(Value::as_object_mut) {
+        Some(r) => r.remove(APPROVAL_KEY),
+        None => None,
+    };
+    if p.get("inputResponses").and_then(Value::as_object).is_some_and(|r| r.is_empty()) {
+        p.remove("inputResponses");
+    }
+    Some(ApprovalRetry { id: state, accepted: approval_accepted(answer.as_ref()) })
+}
+
+/// An elicitation answer approves only when accepted with `approve: true`.
+fn approval_accepted(result: Option<&Value>) -> bool {
+    let Some(r) = result else { return false };
+    r.get("action").and_then(Value::as_str) == Some("accept") && r.get("content").and_then(|c| c.get("approve")).and_then(Value::as_bool) == Some(true)
+}
+
+/// The arguments as the approver sees them: compact JSON, cut at 2,000 characters.
+fn preview(args: Option<&Value>) -> String {
+    let s = args.map(Value::to_string).unwrap_or_else(|| "{}".into());
+    match s.char_indices().nth(2000) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
 /// Fetches every page of a list from one upstream.
 async fn fetch_all(up: &Upstream, method: &str, key: &str) -> Result<Vec<Value>, CallError> {
     let mut items = Vec::new();
@@ -988,6 +1310,36 @@ async fn relist_loop(gw: std::sync::Weak<Gateway>) {
     }
 }
 
+/// Reloads policies, keys and config when their files change (polled every 250 ms) or on
+/// SIGHUP.
+async fn policy_watch_loop(gw: std::sync::Weak<Gateway>) {
+    let files = match gw.upgrade() {
+        Some(g) => authz::watched_files(&g.cfg),
+        None => return,
+    };
+    let mut files = files;
+    let mut last = authz::fingerprint(&files);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let why = tokio::select! {
+            _ = tick.tick() => "file change",
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+        };
+        let Some(gw) = gw.upgrade() else { return };
+        if why == "file change" {
+            // New files in the policy directory count too.
+            files = authz::watched_files(&gw.cfg);
+            let now = authz::fingerprint(&files);
+            if now == last {
+                continue;
+            }
+            last = now;
+        }
+        gw.reload_policies(why);
+    }
+}
+
 /// Puts lockfile edits (`clawgate tools approve`) in force without a restart.
 async fn lockfile_watch_loop(gw: std::sync::Weak<Gateway>) {
     let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
@@ -1031,21 +1383,22 @@ mod tests {
         let gw = Gateway::start(cfg).unwrap();
         for (stateless, id) in [(false, json!(7)), (true, json!("a\"b"))] {
             let caller = Caller {
-                principal: Principal::Anonymous,
+                principal: Principal::anonymous().unwrap(),
                 era: if stateless { CallerEra::Stateless { version: era::MODERN.into(), capabilities: json!({}), logs: false } } else {
-                    CallerEra::Legacy(Arc::new(Session::new("s".into(), "2025-11-25".into(), json!({}), Value::Null)))
+                    CallerEra::Legacy(Arc::new(Session::new("s".into(), "2025-11-25".into(), json!({}), Value::Null, [0; 32])))
                 },
                 out: mpsc::channel(1).0,
                 forward_headers: Vec::new(),
             };
-            for method in ["tools/list", "prompts/list", "resources/templates/list"] {
+            for method in ["tools/list", "resources/templates/list"] {
                 let req = json!({"jsonrpc": "2.0", "id": id, "method": method});
                 let general = gw.handle_request(&caller, req.clone()).await;
-                let fast: Value = serde_json::from_str(&gw.cached_list(&req, stateless).await.unwrap()).unwrap();
+                let fast: Value = serde_json::from_str(&gw.cached_list(&req, stateless, &caller.principal).await.unwrap()).unwrap();
                 assert_eq!(fast, general, "{method} stateless={stateless}");
             }
         }
-        assert!(gw.cached_list(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"}), false).await.is_none());
+        let anon = Principal::anonymous().unwrap();
+        assert!(gw.cached_list(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"}), false, &anon).await.is_none());
     }
 
     #[test]

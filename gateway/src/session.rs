@@ -52,10 +52,13 @@ pub struct Session {
     pub log_level: Mutex<Option<String>>,
     /// Upstreams with `per_session = true`, started for this session on first use.
     pub own_upstreams: Mutex<HashMap<usize, Upstream>>,
+    /// The credential the session was opened with ([`crate::authz::Principal::credential`]).
+    /// Every later request on it must present the same one.
+    pub credential: [u8; 32],
 }
 
 impl Session {
-    pub fn new(id: String, protocol_version: String, client_capabilities: Value, client_info: Value) -> Self {
+    pub fn new(id: String, protocol_version: String, client_capabilities: Value, client_info: Value, credential: [u8; 32]) -> Self {
         Self {
             id,
             protocol_version,
@@ -70,6 +73,7 @@ impl Session {
             subscriptions: Mutex::new(HashSet::new()),
             log_level: Mutex::new(None),
             own_upstreams: Mutex::new(HashMap::new()),
+            credential,
         }
     }
 
@@ -267,7 +271,7 @@ mod tests {
     #[test]
     fn session_limit_is_enforced() {
         let s = Sessions::new(1, Duration::from_secs(60));
-        s.insert(Arc::new(Session::new("a".into(), "v".into(), Value::Null, Value::Null))).unwrap();
-        assert!(matches!(s.insert(Arc::new(Session::new("b".into(), "v".into(), Value::Null, Value::Null))), Err(CallError::TooManySessions)));
+        s.insert(Arc::new(Session::new("a".into(), "v".into(), Value::Null, Value::Null, [0; 32]))).unwrap();
+        assert!(matches!(s.insert(Arc::new(Session::new("b".into(), "v".into(), Value::Null, Value::Null, [0; 32]))), Err(CallError::TooManySessions)));
     }
 }

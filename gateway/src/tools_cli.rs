@@ -29,13 +29,18 @@ struct Current {
     definition: serde_json::Value,
 }
 
-async fn current(cfg: &Config) -> anyhow::Result<(Vec<Current>, Vec<(String, Option<UpstreamLists>)>)> {
-    // Listing must not write first-use pins: run the gateway with in-memory pins.
-    // Nor write to the audit log, whose chain belongs to the running gateway.
+/// A throwaway gateway for offline commands. Listing must not write first-use pins: it runs
+/// with in-memory pins. Nor may it write to the audit log, whose chain belongs to the running
+/// gateway.
+pub fn probe(cfg: &Config) -> anyhow::Result<std::sync::Arc<Gateway>> {
     let mut probe = cfg.clone();
     probe.pins.lockfile = None;
     probe.audit.file = None;
-    let gw = Gateway::start(probe).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Gateway::start(probe).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn current(cfg: &Config) -> anyhow::Result<(Vec<Current>, Vec<(String, Option<UpstreamLists>)>)> {
+    let gw = probe(cfg)?;
     let lists = gw.upstream_lists().await;
     gw.shutdown().await;
     let mut out = Vec::new();

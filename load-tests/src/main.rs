@@ -78,7 +78,8 @@ async fn start_gateway(bin: &str, upstreams: &[String]) -> anyhow::Result<(Proc,
     };
     let lock = std::env::temp_dir().join(format!("clawgate-load-{}.lock", std::process::id()));
     let _ = std::fs::remove_file(&lock);
-    let mut cfg = format!("[listen]\nhttp = \"127.0.0.1:{port}\"\n[limits]\nmax_sessions = 100000\n[pins]\nlockfile = \"{}\"\n", lock.display());
+    // Relay-only scenario: every call is allowed by an explicit policy.
+    let mut cfg = format!("[listen]\nhttp = \"127.0.0.1:{port}\"\n[limits]\nmax_sessions = 100000\n[pins]\nlockfile = \"{}\"\n[policy]\ninline = \"permit (principal, action, resource);\"\n", lock.display());
     for (i, u) in upstreams.iter().enumerate() {
         let name = if i == 0 { "fx".to_owned() } else { format!("fx{i}") };
         cfg.push_str(&format!("[[upstream]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{u}\"\ntimeout = \"30s\"\n"));

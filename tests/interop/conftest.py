@@ -213,10 +213,19 @@ def toml_value(v: Any) -> str:
     raise TypeError(f"cannot render {v!r} as TOML")
 
 
-def render_config(upstreams: Iterable[dict[str, Any]], listen: str | None = "127.0.0.1:0") -> str:
+ALLOW_ALL = 'permit (principal, action, resource);'
+
+
+def render_config(upstreams: Iterable[dict[str, Any]], listen: str | None = "127.0.0.1:0", policy: str | None = ALLOW_ALL, extra: str = "") -> str:
+    """A clawgate config. Relay tests get an explicit allow-all policy (a gateway without
+    `[policy]` denies every call); policy tests pass their own `policy` and `extra` sections."""
     lines: list[str] = []
     if listen is not None:
         lines += ["[listen]", f"http = {toml_value(listen)}", ""]
+    if policy is not None:
+        lines += ["[policy]", f"inline = {toml_value(policy)}", ""]
+    if extra:
+        lines += [extra, ""]
     for u in upstreams:
         lines.append("[[upstream]]")
         for k, v in u.items():

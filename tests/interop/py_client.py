@@ -34,6 +34,7 @@ Options
   --elicit-answer JSON    answer elicitation/create with action=accept, content=JSON
   --elicit-decline        answer elicitation/create with action=decline
   --elicit-cancel         answer elicitation/create with action=cancel
+  --elicit-hang           never answer elicitation/create
                           (default with none of the three: accept with {})
   --sampling-text TEXT    assistant text returned for sampling/createMessage
                           (default "sampled-by-py-client")
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--elicit-answer")
     g.add_argument("--elicit-decline", action="store_true")
     g.add_argument("--elicit-cancel", action="store_true")
+    g.add_argument("--elicit-hang", action="store_true", help="never answer elicitation/create")
     p.add_argument("--sampling-text", default="sampled-by-py-client")
     p.add_argument("--no-sampling", action="store_true")
     p.add_argument("--no-elicitation", action="store_true")
@@ -298,6 +300,9 @@ async def run(transport: str, url: str | None, cmd: list[str], a: argparse.Names
         return resp
 
     async def elicitation_cb(ctx: Any, params: Any) -> Any:
+        if a.elicit_hang:
+            out["server_requests"].append({"t": now(), "method": "elicitation/create", "params": _dump(params), "response": None})
+            await anyio.sleep(3600)
         if a.elicit_decline:
             resp = types.ElicitResult(action="decline")
         elif a.elicit_cancel:

@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 pub const MODERN: &str = "2026-07-28";
 
+/// An explicit allow-all policy. Relay tests opt in to it: a gateway without `[policy]`
+/// denies every call.
+pub const ALLOW_ALL: &str = "[policy]\ninline = \"permit (principal, action, resource);\"\n";
+
 /// A gateway running in this process, serving HTTP on `127.0.0.1:<free port>`.
 pub struct TestGateway {
     pub gw: Arc<clawgate::Gateway>,
@@ -22,7 +26,10 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway from config text (relative paths resolve against the cwd).
+    /// Without a `[policy]` section the config gets [`ALLOW_ALL`] (relay tests).
     pub async fn start(config: &str) -> anyhow::Result<Self> {
+        let config = if config.contains("[policy]") { config.to_owned() } else { format!("{ALLOW_ALL}{config}") };
+        let config = config.as_str();
         let mut cfg = clawgate::Config::parse(config, Path::new("test.toml"), Path::new("."), &|k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         cfg.listen.http = "127.0.0.1:0".parse()?;
@@ -82,12 +89,21 @@ pub struct Client {
     pub era: Era,
     next: AtomicU64,
     pub capabilities: Value,
+    /// Sent as `Authorization: Bearer …` on every request.
+    pub bearer: Option<String>,
 }
 
 impl Client {
     fn new(url: &str, era: Era, capabilities: Value) -> Self {
         let http = reqwest::Client::builder().pool_max_idle_per_host(16).tcp_nodelay(true).build().unwrap_or_default();
-        Self { http, url: url.to_owned(), session: None, era, next: AtomicU64::new(1), capabilities }
+        Self { http, url: url.to_owned(), session: None, era, next: AtomicU64::new(1), capabilities, bearer: None }
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(b) => rb.header("authorization", format!("Bearer {b}")),
+            None => rb,
+        }
     }
 
     /// A 2025-11-25 client: `initialize`, then `notifications/initialized`.
@@ -96,10 +112,16 @@ impl Client {
     }
 
     pub async fn legacy_with(url: &str, capabilities: Value) -> anyhow::Result<Self> {
+        Self::legacy_as(url, capabilities, None).await
+    }
+
+    /// A 2025-11-25 client presenting `bearer` (a Biscuit token or an API key).
+    pub async fn legacy_as(url: &str, capabilities: Value, bearer: Option<&str>) -> anyhow::Result<Self> {
         let mut c = Self::new(url, Era::Legacy, capabilities.clone());
+        c.bearer = bearer.map(str::to_owned);
         let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "clawgate-tests", "version": "1"}}});
-        let r = c.http.post(&c.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_string()).send().await?;
+        let r = c.auth(c.http.post(&c.url)).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_string()).send().await?;
         let sid = r.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned).context("no session id")?;
         let v: Value = serde_json::from_str(&r.text().await?)?;
         if v.get("result").is_none() {
@@ -116,7 +138,7 @@ impl Client {
     }
 
     fn builder(&self, method: &str, params: &Value) -> reqwest::RequestBuilder {
-        let mut rb = self.http.post(&self.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
+        let mut rb = self.auth(self.http.post(&self.url)).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
         }
@@ -203,7 +225,7 @@ impl Client {
 
     /// POSTs raw bytes with this client's session header plus `headers`.
     pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
-        let mut rb = self.http.post(&self.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
+        let mut rb = self.auth(self.http.post(&self.url)).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
         }

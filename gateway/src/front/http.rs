@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::error::{CallError, status_for_code};
 use crate::pipeline::{Caller, CallerEra, Gateway};
 use crate::session::{Session, spawn_tracked};
-use crate::stages;
+use crate::authz::Principal;
 
 const SESSION: &str = "mcp-session-id";
 const PROTOCOL: &str = "mcp-protocol-version";
@@ -149,9 +149,38 @@ fn accepts(h: &HeaderMap) -> (bool, bool) {
     (any || accept.contains("application/json"), any || accept.contains("text/event-stream"))
 }
 
-fn session_of(app: &App, h: &HeaderMap) -> Result<Arc<Session>, CallError> {
+/// The session a request names. A session answers only to the credential it was opened with:
+/// a stolen session id with other (or no) credentials is an unknown session.
+fn session_of(app: &App, h: &HeaderMap, principal: &Principal) -> Result<Arc<Session>, CallError> {
     let id = header_str(h, SESSION).ok_or(CallError::SessionRequired)?;
-    app.gw.sessions.get(id).ok_or(CallError::UnknownSession)
+    app.gw.sessions.get(id).filter(|s| s.credential == principal.credential()).ok_or(CallError::UnknownSession)
+}
+
+/// `Authorization: Bearer <token or API key>`, if present.
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = header_str(h, "authorization")?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+}
+
+/// The caller's principal; credentials that authenticate nobody get 401 here, before the
+/// body is read. No credentials at all is the anonymous principal (policies decide).
+fn authenticate(app: &App, h: &HeaderMap) -> Result<Principal, CallError> {
+    let presented = header_str(h, "authorization").is_some();
+    let credential = bearer(h);
+    if presented && credential.is_none() {
+        return Err(CallError::Unauthorized("the Authorization header must be `Bearer <token>`".into()));
+    }
+    app.gw.authz.authenticate(credential).map_err(|e| {
+        tracing::info!(target: "clawgate::policy", "refused credentials: {e}");
+        CallError::Unauthorized(e.to_string())
+    })
+}
+
+fn unauthorized(e: &CallError) -> Response {
+    let mut r = error_response(e, Value::Null);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    r
 }
 
 /// The era of a request: the 2026-07-28 path when `MCP-Protocol-Version` is present and not a
@@ -185,22 +214,26 @@ async fn handle_post(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> R
         let e = CallError::InvalidRequest("`Accept` must include `application/json` or `text/event-stream`".into());
         return json_response(StatusCode::NOT_ACCEPTABLE, &e.to_response(Value::Null), None);
     }
+    let principal = match authenticate(&app, &h) {
+        Ok(p) => p,
+        Err(e) => return unauthorized(&e),
+    };
     if is_stateless(&h) {
-        post_stateless(app, h, msg, sse_ok).await
+        post_stateless(app, h, msg, sse_ok, principal).await
     } else {
-        post_legacy(app, h, msg, sse_ok).await
+        post_legacy(app, h, msg, sse_ok, principal).await
     }
 }
 
-async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> Response {
+async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool, principal: Principal) -> Response {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     if jsonrpc::method(&msg) == Some("initialize") {
-        return match app.gw.initialize(jsonrpc::params(&msg)) {
+        return match app.gw.initialize(jsonrpc::params(&msg), &principal) {
             Ok((session, result)) => json_response(StatusCode::OK, &jsonrpc::result(id, result), Some(&session.id)),
             Err(e) => error_response(&e, id),
         };
     }
-    let session = match session_of(&app, &h) {
+    let session = match session_of(&app, &h, &principal) {
         Ok(s) => s,
         Err(e) => return error_response(&e, id),
     };
@@ -209,14 +242,14 @@ async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> R
             return error_response(&CallError::BadProtocolHeader(v.to_owned()), id);
         }
     let caller = |out| Caller {
-        principal: stages::authenticate(None),
+        principal: principal.clone(),
         era: CallerEra::Legacy(Arc::clone(&session)),
         out,
         forward_headers: Vec::new(),
     };
     match jsonrpc::kind(&msg) {
         Some(Kind::Request) => {
-            if let Some(raw) = app.gw.cached_list(&msg, false).await {
+            if let Some(raw) = app.gw.cached_list(&msg, false, &principal).await {
                 return raw_json_response(raw);
             }
             run(app, caller, msg, sse_ok, Some(Arc::clone(&session)), false).await
@@ -239,7 +272,7 @@ async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> R
 /// Methods that do not exist on the 2026-07-28 wire.
 const NOT_STATELESS: &[&str] = &["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
 
-async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -> Response {
+async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool, principal: Principal) -> Response {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     if jsonrpc::kind(&msg) != Some(Kind::Request) {
         // No client→server notifications or responses exist on this wire.
@@ -257,7 +290,7 @@ async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -
     if method == "subscriptions/listen" {
         return listen(&app, &msg);
     }
-    if let Some(raw) = app.gw.cached_list(&msg, true).await {
+    if let Some(raw) = app.gw.cached_list(&msg, true, &principal).await {
         return raw_json_response(raw);
     }
     let forward_headers = h
@@ -267,7 +300,7 @@ async fn post_stateless(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool) -
         .collect();
     let logs = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).and_then(|m| m.get(era::META_LOG_LEVEL)).is_some();
     let caller = move |out| Caller {
-        principal: stages::authenticate(None),
+        principal: principal.clone(),
         era: CallerEra::Stateless { version: version.clone(), capabilities: capabilities.clone(), logs },
         out,
         forward_headers,
@@ -474,7 +507,11 @@ async fn handle_get(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     if !accepts(&h).1 {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     }
-    let session = match session_of(&app, &h) {
+    let principal = match authenticate(&app, &h) {
+        Ok(p) => p,
+        Err(e) => return unauthorized(&e),
+    };
+    let session = match session_of(&app, &h, &principal) {
         Ok(s) => s,
         Err(e) => return error_response(&e, Value::Null),
     };
@@ -504,10 +541,15 @@ async fn handle_delete(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     if let Err(e) = check_host_origin(&app, &h) {
         return error_response(&e, Value::Null);
     }
-    let Some(id) = header_str(&h, SESSION) else {
-        return error_response(&CallError::SessionRequired, Value::Null);
+    let principal = match authenticate(&app, &h) {
+        Ok(p) => p,
+        Err(e) => return unauthorized(&e),
     };
-    match app.gw.sessions.remove(id) {
+    let id = match session_of(&app, &h, &principal) {
+        Ok(s) => s.id.clone(),
+        Err(e) => return error_response(&e, Value::Null),
+    };
+    match app.gw.sessions.remove(&id) {
         Some(s) => {
             s.close().await;
             StatusCode::OK.into_response()

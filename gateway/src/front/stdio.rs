@@ -3,6 +3,11 @@
 //!
 //! The first request settles the era, as the reference SDKs do: `initialize` opens a legacy
 //! session; a request carrying the 2026-07-28 `_meta` envelope makes the connection stateless.
+//!
+//! The whole connection acts as one principal: the `CLAWGATE_TOKEN` environment variable (a
+//! Biscuit token or an API key), or the anonymous principal without it. It is authenticated
+//! again (from the verifier's cache) on every message, so a revocation or key rotation picked
+//! up by a reload applies to a running connection too.
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::error::CallError;
 use crate::pipeline::{Caller, CallerEra, Gateway};
 use crate::session::{Session, spawn_tracked};
-use crate::stages;
+use crate::authz::Principal;
 
 enum Mode {
     Unset,
@@ -24,7 +29,7 @@ enum Mode {
 }
 
 /// Serves one client until its input closes.
-pub async fn serve<R, W>(gw: Arc<Gateway>, input: R, output: W) -> std::io::Result<()>
+pub async fn serve<R, W>(gw: Arc<Gateway>, credential: Option<String>, input: R, output: W) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -74,7 +79,14 @@ where
                 continue;
             }
         };
-        handle(&gw, &mut mode, msg, &out_tx).await;
+        let principal = match gw.authz.authenticate(credential.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = out_tx.send(CallError::Unauthorized(e.to_string()).to_response(msg.get("id").cloned().unwrap_or(Value::Null))).await;
+                continue;
+            }
+        };
+        handle(&gw, &principal, &mut mode, msg, &out_tx).await;
     }
     if let Mode::Legacy(s) = &mode
         && let Some(s) = gw.sessions.remove(&s.id) {
@@ -85,13 +97,13 @@ where
     Ok(())
 }
 
-async fn handle(gw: &Arc<Gateway>, mode: &mut Mode, msg: Value, out: &mpsc::Sender<Value>) {
+async fn handle(gw: &Arc<Gateway>, principal: &Principal, mode: &mut Mode, msg: Value, out: &mpsc::Sender<Value>) {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let kind = jsonrpc::kind(&msg);
     let enveloped = jsonrpc::params(&msg).and_then(|p| p.get("_meta")).and_then(|m| m.get(era::META_PROTOCOL_VERSION));
     if matches!(mode, Mode::Unset) && kind == Some(Kind::Request) {
         if jsonrpc::method(&msg) == Some("initialize") {
-            match gw.initialize(jsonrpc::params(&msg)) {
+            match gw.initialize(jsonrpc::params(&msg), principal) {
                 Ok((session, result)) => {
                     session.set_standalone(out.clone());
                     *mode = Mode::Legacy(session);
@@ -116,7 +128,7 @@ async fn handle(gw: &Arc<Gateway>, mode: &mut Mode, msg: Value, out: &mpsc::Send
             let _ = out.send(CallError::InvalidRequest("session already initialized".into()).to_response(id)).await;
         }
         (Mode::Legacy(s), Some(Kind::Request)) => {
-            let caller = Caller { principal: stages::authenticate(None), era: CallerEra::Legacy(Arc::clone(s)), out: out.clone(), forward_headers: Vec::new() };
+            let caller = Caller { principal: principal.clone(), era: CallerEra::Legacy(Arc::clone(s)), out: out.clone(), forward_headers: Vec::new() };
             spawn_request(gw, caller, msg, out.clone(), Some(Arc::clone(s)));
         }
         (Mode::Stateless, Some(Kind::Request)) => {
@@ -128,11 +140,11 @@ async fn handle(gw: &Arc<Gateway>, mode: &mut Mode, msg: Value, out: &mpsc::Send
             }
             let capabilities = meta.and_then(|m| m.get(era::META_CLIENT_CAPABILITIES)).cloned().unwrap_or_else(|| serde_json::json!({}));
             let logs = meta.and_then(|m| m.get(era::META_LOG_LEVEL)).is_some();
-            let caller = Caller { principal: stages::authenticate(None), era: CallerEra::Stateless { version, capabilities, logs }, out: out.clone(), forward_headers: Vec::new() };
+            let caller = Caller { principal: principal.clone(), era: CallerEra::Stateless { version, capabilities, logs }, out: out.clone(), forward_headers: Vec::new() };
             spawn_request(gw, caller, msg, out.clone(), None);
         }
         (Mode::Legacy(s), Some(Kind::Notification)) => {
-            let caller = Caller { principal: stages::authenticate(None), era: CallerEra::Legacy(Arc::clone(s)), out: out.clone(), forward_headers: Vec::new() };
+            let caller = Caller { principal: principal.clone(), era: CallerEra::Legacy(Arc::clone(s)), out: out.clone(), forward_headers: Vec::new() };
             gw.handle_notification(&caller, msg).await;
         }
         (Mode::Legacy(s), Some(Kind::Response)) => {

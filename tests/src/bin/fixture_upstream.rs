@@ -28,8 +28,14 @@ struct Fixture {
     /// benchmarks.
     extra_tools: usize,
     extra_tool: AtomicBool,
+    /// Over HTTP: every `Authorization` header value received (the `seen_auth` tool returns
+    /// them), to prove what a proxy forwards.
+    seen_auth: std::sync::Mutex<Vec<String>>,
     /// Request ids named by `notifications/cancelled` messages received (stdio).
     cancelled: std::sync::Mutex<Vec<Value>>,
+    /// Request ids of `hang` calls received (stdio), so a test can wait until a call has
+    /// really reached the upstream before it cancels it.
+    hung: std::sync::Mutex<Vec<Value>>,
 }
 
 impl Fixture {
@@ -47,6 +53,7 @@ impl Fixture {
             json!({"name": "roots", "description": "Asks for roots.", "inputSchema": any}),
             json!({"name": "change_tools", "description": "Adds a tool and says so.", "inputSchema": any}),
             json!({"name": "cancellations", "description": "Request ids this server was told to cancel.", "inputSchema": any}),
+            json!({"name": "seen_auth", "description": "Over HTTP: the Authorization headers this server received.", "inputSchema": any}),
         ];
         if let Some(extra) = self.defs.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()) {
             t.extend(extra);
@@ -104,7 +111,7 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             match name {
                 "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "pid": std::process::id(), "params": params}})),
-                "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
+                "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner), "hung": *fx.hung.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
                 "work" => {
                     busy(args.get("ms").and_then(Value::as_u64).unwrap_or(1));
                     ok(id, text("worked"))
@@ -185,7 +192,10 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
                 }
             };
             let resp = match name.as_str() {
-                "hang" => return,
+                "hang" => {
+                    fx.hung.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.clone());
+                    return;
+                }
                 "crash" => std::process::exit(3),
                 "progress" => {
                     let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(3);
@@ -226,10 +236,18 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Streamable HTTP (JSON answers; SSE for `progress`)
 
-async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::response::Response {
+async fn http_post(State(fx): State<Arc<Fixture>>, headers: axum::http::HeaderMap, body: Bytes) -> axum::response::Response {
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return (axum::http::StatusCode::BAD_REQUEST, "bad json").into_response();
     };
+    for v in headers.get_all("authorization") {
+        fx.seen_auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v.to_str().unwrap_or("<binary>").to_owned());
+    }
+    if msg["method"] == "tools/call" && msg["params"]["name"] == "seen_auth" {
+        let seen = fx.seen_auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let r = ok(&msg["id"], json!({"content": [], "structuredContent": {"authorization": seen}}));
+        return ([(axum::http::header::CONTENT_TYPE, "application/json")], r.to_string()).into_response();
+    }
     if msg.get("id").is_none() || msg.get("method").is_none() {
         return axum::http::StatusCode::ACCEPTED.into_response();
     }
@@ -270,7 +288,7 @@ async fn http_post(State(fx): State<Arc<Fixture>>, body: Bytes) -> axum::respons
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default() });
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default(), hung: std::sync::Mutex::default(), seen_auth: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
         Some("http") => {
             let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
