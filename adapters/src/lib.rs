@@ -8,9 +8,11 @@
 //! - [`transport`]: raw transports to one upstream (child process over stdio, Streamable HTTP).
 //! - [`upstream`]: one supervised upstream connection with id remapping, timeouts, cancellation
 //!   and routing of server-initiated messages.
+//! - [`redis_log`]: bounded per-key append-only logs in Redis (the shared label store).
 
 pub mod era;
 pub mod jsonrpc;
+pub mod redis_log;
 pub mod sse;
 pub mod transport;
 pub mod upstream;

@@ -3,6 +3,8 @@
 //!
 //! - `GET /health`: `{"status": "ok"}`.
 //! - `GET /quarantine`: every withheld definition, why, and for changed ones the changed paths.
+//! - `GET /labels`: the label scopes this process holds (`s:<session>`, `c:<credential>`).
+//! - `GET /labels/{scope}`: one scope's label state (synced with the shared store).
 
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/quarantine", get(quarantine))
+        .route("/labels", get(label_scopes))
+        .route("/labels/{scope}", get(label_scope))
         .with_state(Arc::new(App { gw, token }))
 }
 
@@ -66,6 +70,24 @@ async fn quarantine(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     }
     app.gw.catalog().await;
     json(StatusCode::OK, &app.gw.quarantine_report())
+}
+
+async fn label_scopes(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if !authorized(&app, &h) {
+        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    }
+    json(StatusCode::OK, &json!({"scopes": app.gw.labels.scopes(), "shared": app.gw.labels.shared()}))
+}
+
+async fn label_scope(State(app): State<Arc<App>>, h: HeaderMap, axum::extract::Path(scope): axum::extract::Path<String>) -> Response {
+    if !authorized(&app, &h) {
+        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    }
+    match app.gw.labels.report(&scope).await {
+        Ok(Some(v)) => json(StatusCode::OK, &v),
+        Ok(None) => json(StatusCode::NOT_FOUND, &json!({"error": format!("no labels for scope {scope}")})),
+        Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()})),
+    }
 }
 
 #[cfg(test)]

@@ -363,7 +363,8 @@ impl Authz {
     }
 
     /// The decision for a `tools/call`: the token's authorizer and Cedar, combined.
-    pub fn decide_tool(&self, state: &AuthzState, p: &Principal, tool: &str, upstream: &str, args: Option<&Value>, now: SystemTime) -> Decision {
+    #[allow(clippy::too_many_arguments, reason = "the parts of one tool call")]
+    pub fn decide_tool(&self, state: &AuthzState, p: &Principal, tool: &str, upstream: &str, args: Option<&Value>, labels: &clawgate_policies::labels::LabelView, now: SystemTime) -> Decision {
         let Some(engine) = &state.engine else {
             return Decision::deny(decision::DenyReason::NoPermit, EngineKind::Cedar, "no [policy] is configured, so every call is denied");
         };
@@ -374,7 +375,7 @@ impl Authz {
         };
         // Both engines run even when the first denies, so a shadow-mode record is complete and
         // the cost does not reveal which engine denied.
-        let cedar = engine.decide_tool(p.prepared(), tool, args, now);
+        let cedar = engine.decide_tool_labelled(p.prepared(), tool, args, labels, now);
         decision::combine(token, cedar)
     }
 

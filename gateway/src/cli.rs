@@ -55,8 +55,25 @@ pub enum Command {
     /// Biscuit capability tokens: keys, minting, offline attenuation, inspection.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Inspect data-flow labels held by a running gateway (through its admin API).
+    #[command(subcommand)]
+    Labels(LabelsCommand),
     /// Run the bundled demo MCP server on stdin/stdout.
     DemoUpstream,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabelsCommand {
+    /// Print a session's label state: the session label, and the recent fields with their
+    /// labels. Without --session, list the scopes the gateway holds.
+    Show {
+        /// The config of the running gateway (for `[admin] http` and its token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The MCP session id (`Mcp-Session-Id`), or a scope as listed (`s:…`, `c:…`).
+        #[arg(long)]
+        session: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::tools_cli::approve_cmd(&config, &names, all).await?;
             Ok(0)
         }
+        Command::Labels(LabelsCommand::Show { config, session }) => labels_show(&config, session.as_deref()).await,
         Command::Audit(AuditCommand::Verify { file }) => match crate::audit::verify(&file) {
             Ok(n) => {
                 use std::io::Write as _;
@@ -323,6 +341,32 @@ fn token_cmd(cmd: TokenCommand) -> anyhow::Result<i32> {
         TokenCommand::Inspect { token: t } => say(token::inspect(&t).map_err(|e| anyhow::anyhow!(e))?.trim_end()),
     }
     Ok(0)
+}
+
+/// `clawgate labels show`: GET the admin API's `/labels` or `/labels/{scope}`.
+async fn labels_show(config: &Path, session: Option<&str>) -> anyhow::Result<i32> {
+    let cfg = Config::load(config)?;
+    let Some(addr) = cfg.admin.http else {
+        anyhow::bail!("{}: key `admin.http` is not set, so there is no admin API to ask", config.display());
+    };
+    let path = match session {
+        None => "/labels".to_owned(),
+        Some(s) if s.contains(':') => format!("/labels/{s}"),
+        Some(s) => format!("/labels/s:{s}"),
+    };
+    let http = clawgate_adapters::transport::http::client(1).map_err(|e| anyhow::anyhow!("http client: {e}"))?;
+    let mut req = http.get(format!("http://{addr}{path}"));
+    if let Some(t) = &cfg.admin.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("cannot reach the admin API at {addr}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Err(_) => println!("{body}"),
+    }
+    Ok(if status.is_success() { 0 } else { 1 })
 }
 
 /// A private key is readable by its owner only.

@@ -14,7 +14,10 @@ use toml::Spanned;
 /// The demo config shipped with the repo; `clawgate serve` with no `--config` runs it.
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
 /// The quickstart's policies, compiled in so that the embedded default needs no files.
-pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[("<embedded>/examples/policies/demo.cedar", include_str!("../../examples/policies/demo.cedar"))];
+pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
+    ("<embedded>/examples/policies/demo.cedar", include_str!("../../examples/policies/demo.cedar")),
+    ("<embedded>/examples/policies/labels.cedar", include_str!("../../examples/policies/labels.cedar")),
+];
 
 /// Where the embedded quickstart keeps its demo API key: `$CLAWGATE_DEMO_KEY_FILE`, else
 /// `$XDG_CONFIG_HOME/clawgate/demo.key`, else `~/.config/clawgate/demo.key`.
@@ -89,7 +92,46 @@ pub struct Config {
     pub auth: Auth,
     /// `None` when the config has no `[policy]` section: every call is then denied.
     pub policy: Option<PolicyConfig>,
+    pub labels: LabelsConfig,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[labels]`: data-flow labels (docs/labels.md).
+#[derive(Debug, Clone)]
+pub struct LabelsConfig {
+    /// `None`: in memory (one process). `Some(url)`: Redis, shared by replicas.
+    pub redis_url: Option<String>,
+    /// How long a label-store operation may take before the call is denied.
+    pub timeout: Duration,
+    /// A session's labels are forgotten this long after its last use.
+    pub ttl: Duration,
+    /// Fields indexed per session (oldest leave first).
+    pub max_fields: usize,
+    /// Results recorded per session in the shared store; past it, results are withheld.
+    pub max_results: usize,
+    /// Whole values shorter than this never match.
+    pub min_match_len: usize,
+    /// `context.labels.strict`.
+    pub strict: bool,
+    /// Per-tool rules, in config order (the first whose `name` matches wins).
+    pub tools: Vec<LabelTool>,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self { redis_url: None, timeout: Duration::from_millis(250), ttl: Duration::from_secs(24 * 3600), max_fields: 4096, max_results: 10_000, min_match_len: 5, strict: false, tools: Vec::new() }
+    }
+}
+
+/// `[[labels.tool]]`: how one tool's results are labelled and what its arguments are.
+#[derive(Debug, Clone)]
+pub struct LabelTool {
+    /// The client-visible tool name; `*` matches any run of characters.
+    pub name: String,
+    /// `None`: the default label (untrusted, private).
+    pub output: Option<clawgate_policies::labels::OutputRule>,
+    pub control: Option<Vec<String>>,
+    pub recipients: Option<Vec<String>>,
 }
 
 /// `[auth]`: how callers prove who they are.
@@ -211,6 +253,8 @@ pub struct UpstreamConfig {
     pub tools: BTreeMap<String, ToolOverride>,
     /// Whether this upstream's tool annotations (readOnlyHint, …) count as policy attributes.
     pub trusted: bool,
+    /// Whether labels this upstream declares in result `_meta["io.clawgate/labels"]` are used.
+    pub declares_labels: bool,
 }
 
 /// `pin = "strict" | "tofu" | "off"`.
@@ -356,7 +400,49 @@ struct RawConfig {
     auth: RawAuth,
     policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
+    labels: RawLabels,
+    #[serde(default)]
     upstream: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLabels {
+    store: Option<Spanned<String>>,
+    redis_url: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    ttl: Option<Duration>,
+    max_fields: Option<usize>,
+    max_results: Option<usize>,
+    min_match_len: Option<usize>,
+    #[serde(default)]
+    strict: bool,
+    #[serde(default)]
+    tool: Vec<RawLabelTool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabelTool {
+    name: String,
+    each: Option<String>,
+    #[serde(default)]
+    readers: Vec<String>,
+    #[serde(default)]
+    public: bool,
+    trusted: Option<bool>,
+    trusted_if_domain: Option<RawDomainRule>,
+    control: Option<Vec<String>>,
+    recipients: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomainRule {
+    field: String,
+    domains: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -480,6 +566,8 @@ struct RawUpstream {
     tools: BTreeMap<String, ToolOverride>,
     #[serde(default)]
     trusted: bool,
+    #[serde(default)]
+    declares_labels: bool,
 }
 
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -688,6 +776,7 @@ impl Config {
                 poisoning: u.poisoning,
                 tools,
                 trusted: u.trusted,
+                declares_labels: u.declares_labels,
             });
         }
         // The lockfile sits beside the config unless `[pins] lockfile` says otherwise.
@@ -760,8 +849,105 @@ impl Config {
                 })
             }
         };
-        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, auth, policy, upstreams })
+        let labels = parse_labels(&raw.labels, env).map_err(|(span, key, message)| err(span, Some(key), message))?;
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, auth, policy, labels, upstreams })
     }
+}
+
+type KeyError = (Option<std::ops::Range<usize>>, String, String);
+
+fn parse_labels(r: &RawLabels, env: &dyn Fn(&str) -> Option<String>) -> Result<LabelsConfig, KeyError> {
+    use clawgate_policies::labels::{FieldPath, OutputRule};
+    let d = LabelsConfig::default();
+    let redis_url = match (&r.store, &r.redis_url) {
+        (None, None) => None,
+        (Some(s), _) if s.get_ref() == "memory" => {
+            if let Some(u) = &r.redis_url {
+                return Err((Some(u.span()), "labels.redis_url".into(), "only valid with `store = \"redis\"`".into()));
+            }
+            None
+        }
+        (Some(s), Some(u)) if s.get_ref() == "redis" => {
+            let url = expand_env(u.get_ref(), env).map_err(|var| (Some(u.span()), "labels.redis_url".to_owned(), format!("environment variable `{var}` is not set")))?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") || url.starts_with("unix://")) {
+                return Err((Some(u.span()), "labels.redis_url".into(), "must be a redis:// URL".into()));
+            }
+            Some(url)
+        }
+        (Some(s), None) if s.get_ref() == "redis" => return Err((Some(s.span()), "labels.redis_url".into(), "missing: `store = \"redis\"` needs `redis_url`".into())),
+        (Some(s), _) => return Err((Some(s.span()), "labels.store".into(), format!("`{}` is neither \"memory\" nor \"redis\"", s.get_ref()))),
+        (None, Some(u)) => return Err((Some(u.span()), "labels.redis_url".into(), "set `store = \"redis\"` as well".into())),
+    };
+    let mut tools = Vec::new();
+    for (i, t) in r.tool.iter().enumerate() {
+        let key = |k: &str| format!("labels.tool[{i}].{k}");
+        if t.name.is_empty() {
+            return Err((None, key("name"), "must not be empty".into()));
+        }
+        let path = |k: &str, s: &str| FieldPath::parse(s).map_err(|e| (None, key(k), e));
+        let has_output = t.each.is_some() || !t.readers.is_empty() || t.public || t.trusted.is_some() || t.trusted_if_domain.is_some();
+        if t.trusted.is_some() && t.trusted_if_domain.is_some() {
+            return Err((None, key("trusted"), "give `trusted` or `trusted_if_domain`, not both".into()));
+        }
+        if t.public && !t.readers.is_empty() {
+            return Err((None, key("public"), "give `public = true` or `readers`, not both".into()));
+        }
+        let output = if has_output {
+            Some(OutputRule {
+                each: t.each.as_deref().map(|e| path("each", e)).transpose()?,
+                readers: t.readers.iter().map(|p| path("readers", p)).collect::<Result<_, _>>()?,
+                public: t.public,
+                trusted: t.trusted,
+                trusted_if_domain: match &t.trusted_if_domain {
+                    Some(dr) => {
+                        if dr.domains.is_empty() {
+                            return Err((None, key("trusted_if_domain.domains"), "must list at least one domain".into()));
+                        }
+                        Some((path("trusted_if_domain.field", &dr.field)?, dr.domains.clone()))
+                    }
+                    None => None,
+                },
+            })
+        } else {
+            None
+        };
+        tools.push(LabelTool { name: t.name.clone(), output, control: t.control.clone(), recipients: t.recipients.clone() });
+    }
+    let positive = |v: Option<usize>, k: &str, def: usize| match v {
+        Some(0) => Err((None, format!("labels.{k}"), "must be greater than zero".to_owned())),
+        Some(n) => Ok(n),
+        None => Ok(def),
+    };
+    Ok(LabelsConfig {
+        redis_url,
+        timeout: r.timeout.unwrap_or(d.timeout),
+        ttl: r.ttl.unwrap_or(d.ttl),
+        max_fields: positive(r.max_fields, "max_fields", d.max_fields)?,
+        max_results: positive(r.max_results, "max_results", d.max_results)?,
+        min_match_len: positive(r.min_match_len, "min_match_len", d.min_match_len)?,
+        strict: r.strict,
+        tools,
+    })
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// `+HH:MM` / `-HH:MM` → minutes.

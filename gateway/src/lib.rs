@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod labels;
 pub mod front;
 pub mod pins;
 pub mod pipeline;

@@ -33,6 +33,7 @@ use crate::config::PolicyMode;
 use crate::stages::{self, CallInfo};
 use clawgate_policies::cedar::{Inventory, PromptMeta, ToolAttrs, ToolMeta, UpstreamMeta};
 use clawgate_policies::decision::{Decision, Denial, DenyReason, EngineKind};
+use clawgate_policies::labels::{IntentValues, LabelView};
 
 /// Most pages fetched from one upstream for one list (bounds a misbehaving paginator).
 const MAX_LIST_PAGES: usize = 64;
@@ -110,6 +111,7 @@ pub struct Gateway {
     closing: tokio::sync::watch::Sender<bool>,
     pub audit: Audit,
     pub authz: Authz,
+    pub labels: crate::labels::LabelStore,
 }
 
 /// Resolves once the gateway starts shutting down.
@@ -149,10 +151,12 @@ impl Gateway {
         if cfg.policy.is_none() {
             tracing::warn!(target: "clawgate::policy", "no [policy] section: every call is denied");
         }
+        let labels = crate::labels::LabelStore::new(&cfg.labels).map_err(|e| CallError::InvalidRequest(format!("labels: {e}")))?;
         let (changes, _) = broadcast::channel(256);
         let gw = Arc::new(Self {
             audit,
             authz,
+            labels,
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
             lists: Mutex::new(vec![None; slots.len()]),
             listed: Mutex::new(vec![false; slots.len()]),
@@ -412,7 +416,7 @@ impl Gateway {
             && let Err(errors) = self.authz.check_args(&state, &target, arguments.as_ref())
         {
             let d = Decision::Deny(Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() });
-            self.audit_decision(principal, &info, &d, &digest, false);
+            self.audit_decision(principal, &info, &d, &digest, false, None);
             return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::InvalidArguments(errors) });
         }
         if caller.is_stateless()
@@ -421,16 +425,33 @@ impl Gateway {
         {
             era::check_param_headers(schema, arguments.as_ref(), &caller.forward_headers).map_err(CallError::HeaderMismatch)?;
         }
-        // Stage "label": argument provenance.
-        stages::label(&info);
-        // Stage "decide": Biscuit ∧ Cedar (deny wins; an engine error denies).
-        let decision = if method == "tools/call" {
-            self.authz.decide_tool(&state, principal, &target, &slot.cfg.name, arguments.as_ref(), now)
+        // Stage "label": where each argument value came from, and who may read it. A store
+        // that cannot answer in time denies the call.
+        let scope = label_scope(caller);
+        let view = if method == "tools/call" {
+            let names: Vec<&str> = catalog.tool_defs.get(&target).and_then(|d| d.pointer("/inputSchema/properties")).and_then(Value::as_object).map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            let roles = self.labels.roles(&target, names.iter().copied());
+            let intent = &principal.prepared().info.intent;
+            let intent = IntentValues::new(intent.recipients.iter().chain(&intent.accounts).chain(&intent.urls));
+            match self.labels.trace(&scope, arguments.as_ref(), &intent, &roles).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    let d = Decision::deny(DenyReason::LabelStoreUnavailable, EngineKind::Labels, e.0.clone());
+                    self.audit_decision(principal, &info, &d, &digest, false, None);
+                    let Decision::Deny(den) = d else { return Err(CallError::ShuttingDown) };
+                    return Err(CallError::Denied(den));
+                }
+            }
         } else {
-            self.authz.decide_other(&state, principal, method, &slot.cfg.name, &target, now)
+            None
+        };
+        // Stage "decide": Biscuit ∧ Cedar (deny wins; an engine error denies).
+        let decision = match &view {
+            Some(v) => self.authz.decide_tool(&state, principal, &target, &slot.cfg.name, arguments.as_ref(), v, now),
+            None => self.authz.decide_other(&state, principal, method, &slot.cfg.name, &target, now),
         };
         let shadow = state.mode == PolicyMode::Shadow;
-        self.audit_decision(principal, &info, &decision, &digest, shadow);
+        self.audit_decision(principal, &info, &decision, &digest, shadow, view.as_ref());
         match (&decision, shadow) {
             (Decision::Allow { .. }, _) => {}
             (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
@@ -463,15 +484,28 @@ impl Gateway {
                 self.audit.record("integrity.result_sanitised", json!({"upstream": slot.cfg.name, "target": target, "findings": kinds}));
             }
         }
-        stages::post_process(&info, &mut resp);
+        // Stage "post-process": record the result's labels for later calls in this scope. If
+        // they cannot be recorded the result is withheld: data the gateway cannot trace never
+        // reaches the model.
+        if matches!(method, "tools/call" | "resources/read")
+            && let Some(result) = resp.get("result")
+            && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, result).await
+        {
+            tracing::warn!(target: "clawgate::labels", upstream = %slot.cfg.name, %target, "result withheld: {e}");
+            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": format!("sha256:{}", hex::encode(digest)), "error": e.0}));
+            return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.0) }));
+        }
         Ok(Reply::Message(resp))
     }
 
     /// Stage "audit": one record per decision (never argument values; the call digest binds
     /// the record to the exact call).
-    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool) {
+    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<&LabelView>) {
         let mut rec = authz::summary(d);
         if let Some(o) = rec.as_object_mut() {
+            if let Some(l) = labels {
+                o.insert("labels".into(), l.record());
+            }
             o.insert("principal".into(), p.id().into());
             o.insert("method".into(), info.method.into());
             o.insert("upstream".into(), info.upstream.into());
@@ -1135,6 +1169,15 @@ enum Reply {
     Message(Value),
 }
 
+/// The label scope of a caller: its session, or (2026-07-28, no session) its credential, so
+/// that one token's calls share labels across requests and replicas.
+fn label_scope(caller: &Caller) -> String {
+    match caller.session() {
+        Some(s) => format!("s:{}", s.id),
+        None => format!("c:{}", hex::encode(&caller.principal.credential()[..16])),
+    }
+}
+
 fn target_of(method: &str, req: &Value) -> Result<String, CallError> {
     let key = if method == "resources/read" { "uri" } else { "name" };
     jsonrpc::params(req)
@@ -1370,6 +1413,7 @@ async fn sweep_loop(gw: std::sync::Weak<Gateway>) {
             tracing::debug!(session = %s.id, "idle session closed");
             s.close().await;
         }
+        gw.labels.sweep();
     }
 }
 

@@ -135,7 +135,9 @@ pub async fn test(config: &Path, calls_file: &Path) -> anyhow::Result<usize> {
                         clawgate_policies::decision::EngineKind::Schema,
                         errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
                     ),
-                    Ok(()) => gw.authz.decide_tool(&state, p, &c.tool, &upstream, c.arguments.as_ref(), c.time),
+                    // No session is replayed here: labels are empty (every argument counts as
+                    // trusted and public), so only label-independent rules are exercised.
+                    Ok(()) => gw.authz.decide_tool(&state, p, &c.tool, &upstream, c.arguments.as_ref(), &clawgate_policies::labels::LabelView::empty(gw.config().labels.strict), c.time),
                 };
                 let mut r = authz::summary(&d);
                 if let (Some(o), Decision::Ask { message, .. }) = (r.as_object_mut(), &d) {

@@ -1,12 +1,9 @@
 //! The seams of the call path that later work fills in, typed so that [`crate::pipeline`]
 //! reads as the whole path, in order.
 //!
-//! Authentication, argument validation and the decision are real and live in
-//! [`crate::authz`] (backed by the `clawgate-policies` engine). What is still a seam:
-//! - **label**: data-flow labels (provenance of argument values) record nothing yet;
-//! - **rate-limit**: never limits yet;
-//! - **post-process**: result labelling is a no-op (URI namespacing and the sanitiser run in
-//!   the pipeline itself).
+//! Authentication, argument validation and the decision live in [`crate::authz`] (backed by
+//! the `clawgate-policies` engine); data-flow labels in [`crate::labels`]. What is still a
+//! seam: **rate-limit**, which never limits yet.
 
 use serde_json::Value;
 
@@ -22,9 +19,6 @@ pub struct CallInfo<'a> {
     pub arguments: Option<&'a Value>,
 }
 
-/// Stage "label": provenance of argument values. Records nothing yet.
-pub fn label(_call: &CallInfo<'_>) {}
-
 /// The rate-limit stage refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimited;
@@ -33,6 +27,3 @@ pub struct RateLimited;
 pub fn rate_limit(_call: &CallInfo<'_>) -> Result<(), RateLimited> {
     Ok(())
 }
-
-/// Stage "post-process": result labels. Returns the result unchanged for now.
-pub fn post_process(_call: &CallInfo<'_>, _response: &mut Value) {}

@@ -359,6 +359,42 @@ pub fn tool_groups(t: &ToolMeta) -> Vec<String> {
 }
 
 /// A name usable as a Cedar action id and schema string: no quotes, backslashes or controls.
+/// A tool's top-level argument names that can be Cedar attribute names.
+pub fn arg_names(schema: &Value) -> Vec<String> {
+    schema.get("properties").and_then(Value::as_object).map(|p| p.keys().filter(|k| plain(k)).cloned().collect()).unwrap_or_default()
+}
+
+/// A label as a Cedar `Label` record.
+fn label_expr(l: &crate::labels::Label) -> RestrictedExpression {
+    let set = |it: &mut dyn Iterator<Item = &String>| RestrictedExpression::new_set(it.map(|v| RestrictedExpression::new_string(v.clone())).collect::<Vec<_>>());
+    let readers = match &l.readers {
+        None => RestrictedExpression::new_set(Vec::new()),
+        Some(r) => set(&mut r.iter()),
+    };
+    // Four distinct literal keys: cannot fail.
+    RestrictedExpression::new_record([
+        ("trusted".to_owned(), RestrictedExpression::new_bool(l.trusted)),
+        ("public".to_owned(), RestrictedExpression::new_bool(l.readers.is_none())),
+        ("readers".to_owned(), readers),
+        ("origins".to_owned(), set(&mut l.origins.iter())),
+    ])
+    .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+}
+
+/// `context.labels` for a call on a tool with argument names `names`.
+fn labels_expr(v: &crate::labels::LabelView, names: &[String]) -> Result<RestrictedExpression, String> {
+    let args = v.args.iter().filter(|(k, _)| names.contains(k)).map(|(k, a)| (k.clone(), label_expr(&a.label)));
+    RestrictedExpression::new_record([
+        ("session".to_owned(), label_expr(&v.session)),
+        ("control".to_owned(), label_expr(&v.control)),
+        ("data".to_owned(), label_expr(&v.data)),
+        ("recipients".to_owned(), RestrictedExpression::new_set(v.recipients.iter().map(|r| RestrictedExpression::new_string(r.clone())).collect::<Vec<_>>())),
+        ("strict".to_owned(), RestrictedExpression::new_bool(v.strict)),
+        ("args".to_owned(), RestrictedExpression::new_record(args).map_err(|e| e.to_string())?),
+    ])
+    .map_err(|e| e.to_string())
+}
+
 fn plain(name: &str) -> bool {
     !name.is_empty() && !name.contains(['"', '\\']) && !name.chars().any(char::is_control)
 }
@@ -386,11 +422,13 @@ pub fn generate_schema(inv: &Inventory) -> String {
         let args = type_of(&t.input_schema, 0).unwrap_or(Ty::Record(Vec::new()));
         let mut ty = String::new();
         write_ty(&mut ty, &args);
+        let arg_labels: Vec<String> = arg_names(&t.input_schema).into_iter().map(|n| format!("\"{n}\"?: Label")).collect();
         let _ = writeln!(
             out,
-            "action \"{}\" in [{}] appliesTo {{ principal: Principal, resource: Tool, context: {{ \"args\": {ty}, \"time\": Time, \"intent\": Intent }} }};",
+            "action \"{}\" in [{}] appliesTo {{ principal: Principal, resource: Tool, context: {{ \"args\": {ty}, \"time\": Time, \"intent\": Intent, \"labels\": {{ \"session\": Label, \"control\": Label, \"data\": Label, \"recipients\": Set<String>, \"strict\": Bool, \"args\": {{{}}} }} }} }};",
             t.name,
-            groups.join(", ")
+            groups.join(", "),
+            arg_labels.join(", ")
         );
     }
     out
@@ -430,6 +468,8 @@ struct ToolEntry {
     action: EntityUid,
     resource: EntityUid,
     args: Ty,
+    /// Top-level argument names (the keys of `context.labels.args`).
+    arg_names: Vec<String>,
     /// The action (with its groups), the tool and its upstream: the static entities of a call.
     entities: Entities,
     slice: PolicySet,
@@ -587,7 +627,7 @@ impl Engine {
             let entities = Entities::from_entities(ents, None).map_err(|e| gen_err(e.to_string()))?;
             let slice = slice_for(&all, &action, &groups, &resource, &[up])?;
             let args = type_of(&t.input_schema, 0).unwrap_or(Ty::Record(Vec::new()));
-            tools.insert(t.name.clone(), ToolEntry { action, resource, args, entities, slice });
+            tools.insert(t.name.clone(), ToolEntry { action, resource, args, arg_names: arg_names(&t.input_schema), entities, slice });
         }
         let prompt_action = uid("Action", "get_prompt").map_err(gen_err)?;
         let resource_action = uid("Action", "read_resource").map_err(gen_err)?;
@@ -629,6 +669,11 @@ impl Engine {
 
     /// The verdict for a `tools/call`.
     pub fn decide_tool(&self, p: &PreparedPrincipal, tool: &str, args: Option<&Value>, now: SystemTime) -> Verdict {
+        self.decide_tool_labelled(p, tool, args, &crate::labels::LabelView::empty(false), now)
+    }
+
+    /// The verdict for a `tools/call`, with the call's data-flow labels as `context.labels`.
+    pub fn decide_tool_labelled(&self, p: &PreparedPrincipal, tool: &str, args: Option<&Value>, labels: &crate::labels::LabelView, now: SystemTime) -> Verdict {
         let Some(t) = self.tools.get(tool) else {
             return Verdict::deny(DenyKind::Error, Vec::new(), format!("the policy engine does not know tool {tool} yet"));
         };
@@ -637,7 +682,11 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), format!("arguments cannot be typed for the policies: {e}")),
         };
-        let ctx = self.context([("args", args)], p);
+        let labels = match labels_expr(labels, &t.arg_names) {
+            Ok(l) => l,
+            Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), format!("labels cannot be typed for the policies: {e}")),
+        };
+        let ctx = self.context([("args", args), ("labels", labels)], p);
         let Some(prepared) = self.for_principal(p, tool, t) else {
             return Verdict::deny(DenyKind::Error, Vec::new(), "the principal's entities conflict with the tool's".into());
         };
@@ -681,7 +730,7 @@ impl Engine {
     /// callable: the answer over-approximates, so a callable tool is never hidden.
     pub fn tool_visible(&self, p: &PreparedPrincipal, tool: &str, now: SystemTime) -> bool {
         let Some(t) = self.tools.get(tool) else { return false };
-        let ctx = self.context([("args", RestrictedExpression::new_unknown("args"))], p);
+        let ctx = self.context([("args", RestrictedExpression::new_unknown("args")), ("labels", RestrictedExpression::new_unknown("labels"))], p);
         let ctx = self.with_time(ctx, now);
         let Some(prepared) = self.for_principal(p, tool, t) else { return false };
         let Ok(req) = Request::new(p.uid.clone(), t.action.clone(), t.resource.clone(), ctx, None) else { return false };

@@ -14,6 +14,8 @@ pub enum EngineKind {
     Schema,
     /// The gateway itself (approval flow, engine not ready).
     Gateway,
+    /// The data-flow label store.
+    Labels,
 }
 
 impl EngineKind {
@@ -24,6 +26,7 @@ impl EngineKind {
             EngineKind::Cedar => "cedar",
             EngineKind::Schema => "schema",
             EngineKind::Gateway => "gateway",
+            EngineKind::Labels => "labels",
         }
     }
 }
@@ -47,6 +50,9 @@ pub enum DenyReason {
     ApprovalRequired,
     /// The human declined, or did not answer in time.
     ApprovalDenied,
+    /// The label store could not be reached in time: labels are unknown, so the call is
+    /// denied (or its result withheld).
+    LabelStoreUnavailable,
 }
 
 impl DenyReason {
@@ -60,6 +66,7 @@ impl DenyReason {
             DenyReason::InvalidArguments => "invalid_arguments",
             DenyReason::ApprovalRequired => "approval_required",
             DenyReason::ApprovalDenied => "approval_denied",
+            DenyReason::LabelStoreUnavailable => "label_store_unavailable",
         }
     }
 }
@@ -85,6 +92,7 @@ impl std::fmt::Display for Denial {
             DenyReason::InvalidArguments => "invalid arguments",
             DenyReason::ApprovalRequired => "this call needs human approval and the client cannot be asked",
             DenyReason::ApprovalDenied => "approval was not given",
+            DenyReason::LabelStoreUnavailable => "the label store is unavailable, so data-flow labels are unknown",
         };
         f.write_str(what)?;
         if !self.policies.is_empty() {

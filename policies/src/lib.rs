@@ -9,6 +9,8 @@
 //!   loading with file/line errors, per-action slices, typed requests and verdicts.
 //! - [`args`]: argument validation against the pinned JSON Schema (no `$ref` is ever fetched).
 //! - [`decision`]: the combined decision (deny wins, errors deny).
+//! - [`labels`]: data-flow labels (integrity, readers, origins), result labelling rules, and
+//!   the per-session provenance index that traces argument values to earlier results.
 //! - [`integrity`]: canonical definitions and their digests (pins), structural diffs, the text
 //!   sanitiser, and the poisoning heuristics for tool descriptions.
 
@@ -16,4 +18,5 @@ pub mod args;
 pub mod cedar;
 pub mod decision;
 pub mod integrity;
+pub mod labels;
 pub mod token;

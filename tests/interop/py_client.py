@@ -26,6 +26,8 @@ Options
 -------
   --list-tools            tools/list (names in "tools"; full defs with --tools-full)
   --call TOOL [JSON]      tools/call; repeatable, run in order; JSON defaults to {}
+  --keep-going            a --call that fails with a JSON-RPC error is recorded and the
+                          next one runs (default: stop at the first failure)
   --progress              ask for progress on every --call (sends _meta.progressToken;
                           updates land in calls[i].progress and in notifications)
   --list-resources / --list-prompts / --read-resource URI (repeatable)
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools-full", action="store_true")
     p.add_argument("--call", nargs="+", action="append", default=[], metavar=("TOOL", "JSON"))
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--keep-going", action="store_true", help="after a call fails with a JSON-RPC error, run the next one")
     p.add_argument("--list-resources", action="store_true")
     p.add_argument("--list-prompts", action="store_true")
     p.add_argument("--read-resource", action="append", default=[])
@@ -409,9 +412,13 @@ async def _session(client: Any, a, calls, out, now, seen_event, wanted, modern_v
 
                 try:
                     result = await client.call_tool(name, args, progress_callback=progress_cb)
-                except Exception as exc:  # noqa: BLE001 - report and stop
+                except Exception as exc:  # noqa: BLE001 - report and stop (or go on)
                     entry["error"] = _error_json(exc)
                     entry["finished_at"] = now()
+                    from mcp.shared.exceptions import MCPError
+
+                    if a.keep_going and isinstance(exc, MCPError):
+                        continue
                     raise
                 entry["result"] = _dump(result)
                 entry["finished_at"] = now()

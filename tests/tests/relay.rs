@@ -308,25 +308,26 @@ async fn client_cancellation_reaches_the_upstream() {
     }
     // Cancel only once the call has reached the upstream: a cancellation that lands while the
     // call is still in the gateway's pipeline ends it there, and the upstream never hears of it.
-    let mut state = Value::Null;
-    for _ in 0..200 {
-        state = seen(&c).await;
-        if state["hung"].as_array().is_some_and(|a| !a.is_empty()) {
-            break;
+    async fn poll(c: &Client, key: &str) -> Value {
+        for _ in 0..200 {
+            let v = seen(c).await;
+            if v[key].as_array().is_some_and(|a| !a.is_empty()) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen(c).await
     }
+    let state = poll(&c, "hung").await;
     let hung = state["hung"].as_array().cloned().unwrap_or_default();
     assert_eq!(hung.len(), 1, "the hang call reached the upstream: {state}");
     c.notify("notifications/cancelled", Some(json!({"requestId": "long-1", "reason": "user"}))).await.unwrap();
-    let mut cancelled = Value::Null;
-    for _ in 0..200 {
-        cancelled = seen(&c).await["cancelled"].clone();
-        if cancelled.as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let cancelled = poll(&c, "cancelled").await["cancelled"].clone();
+    // The upstream heard about it, under its own id for the call (not the client's).
+    let ids = cancelled.as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{cancelled}");
+    assert!(ids[0].is_u64(), "the gateway's upstream id, not the client's: {cancelled}");
+    assert_eq!(ids[0], hung[0], "the upstream was told to cancel the very request it holds");
     let (_, resp) = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
     assert_eq!(resp["id"], "long-1");
     assert!(resp["error"]["message"].as_str().unwrap().contains("cancelled"), "{resp}");

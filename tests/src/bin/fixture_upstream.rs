@@ -290,6 +290,8 @@ async fn main() -> anyhow::Result<()> {
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default(), hung: std::sync::Mutex::default(), seen_auth: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
+        // The bundled demo server (mail, files, bank, web, chat), for label tests.
+        Some("demo") => Ok(clawgate::demo::run().await?),
         Some("http") => {
             let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -1,0 +1,202 @@
+//! The label stage: per-session label state (in memory, or shared through Redis), argument
+//! provenance before the decision, and result labelling after the call.
+//!
+//! Each session scope has a local mirror ([`SessionLabels`]). With Redis, the mirror replays
+//! the scope's shared log of [`ResultBatch`]es before every call (fetching only what it has not
+//! applied), so replicas on one Redis decide on the same labels. Any store failure or timeout
+//! is an error: the caller denies the call, or withholds the result. Never allows.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clawgate_adapters::redis_log::{LogError, RedisLog};
+use clawgate_policies::labels::{ArgRoles, IntentValues, LabelInput, LabelView, ResultBatch, SessionLabels, label_result};
+use serde_json::Value;
+
+use crate::config::{LabelsConfig, glob};
+
+/// The label store failed: the call is denied (or its result withheld).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("label store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+impl From<LogError> for StoreError {
+    fn from(e: LogError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+struct Mirror {
+    labels: SessionLabels,
+    /// Records of the shared log already applied.
+    applied: u64,
+    last_used: Instant,
+}
+
+/// Scopes kept in memory at once; the least recently used leave first.
+const MAX_SCOPES: usize = 10_000;
+
+pub struct LabelStore {
+    cfg: LabelsConfig,
+    mirrors: Mutex<HashMap<String, Arc<Mutex<Mirror>>>>,
+    redis: Option<RedisLog>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LabelStore {
+    pub fn new(cfg: &LabelsConfig) -> Result<Self, StoreError> {
+        let redis = match &cfg.redis_url {
+            Some(url) => Some(RedisLog::new(url, cfg.timeout)?),
+            None => None,
+        };
+        Ok(Self { cfg: cfg.clone(), mirrors: Mutex::new(HashMap::new()), redis })
+    }
+
+    pub fn shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    fn key(scope: &str) -> String {
+        format!("clawgate:labels:{scope}")
+    }
+
+    fn mirror(&self, scope: &str) -> Arc<Mutex<Mirror>> {
+        let mut m = lock(&self.mirrors);
+        if let Some(x) = m.get(scope) {
+            return Arc::clone(x);
+        }
+        if m.len() >= MAX_SCOPES
+            && let Some(oldest) = m.iter().min_by_key(|(_, v)| lock(v).last_used).map(|(k, _)| k.clone())
+        {
+            m.remove(&oldest);
+        }
+        let x = Arc::new(Mutex::new(Mirror { labels: SessionLabels::new(self.cfg.max_fields, self.cfg.min_match_len), applied: 0, last_used: Instant::now() }));
+        m.insert(scope.to_owned(), Arc::clone(&x));
+        x
+    }
+
+    /// Brings the scope's mirror up to date with the shared log (a no-op in memory).
+    async fn sync(&self, scope: &str) -> Result<Arc<Mutex<Mirror>>, StoreError> {
+        let mirror = self.mirror(scope);
+        let Some(redis) = &self.redis else { return Ok(mirror) };
+        let from = lock(&mirror).applied;
+        let key = Self::key(scope);
+        let (len, records) = redis.read_from(&key, from).await?;
+        let (records, reset) = if len < from {
+            // The store lost this log (flushed, restarted without persistence). Keep what this
+            // replica knows and replay whatever the store has now.
+            tracing::warn!(target: "clawgate::labels", scope, "the shared label log is shorter than what this replica applied; replaying it");
+            let (_, records) = redis.read_from(&key, 0).await?;
+            (records, true)
+        } else {
+            (records, false)
+        };
+        let start = if reset { 0 } else { from };
+        let mut m = lock(&mirror);
+        if reset {
+            m.applied = 0;
+        }
+        for (i, r) in records.iter().enumerate() {
+            let idx = start + i as u64;
+            // Another task may have applied this one meanwhile.
+            if idx < m.applied {
+                continue;
+            }
+            let batch = serde_json::from_slice::<ResultBatch>(r).map_err(|e| StoreError(format!("a record in the shared label log is unreadable: {e}")))?;
+            m.labels.apply(&batch);
+            m.applied = idx + 1;
+        }
+        m.last_used = Instant::now();
+        drop(m);
+        Ok(mirror)
+    }
+
+    /// Labels of a call's arguments, joined per role, for the decision.
+    pub async fn trace(&self, scope: &str, args: Option<&Value>, intent: &IntentValues, roles: &ArgRoles) -> Result<LabelView, StoreError> {
+        let mirror = self.sync(scope).await?;
+        let m = lock(&mirror);
+        let traced = m.labels.trace_args(args, intent);
+        Ok(LabelView::build(m.labels.session_label().clone(), traced, args, roles, self.cfg.strict))
+    }
+
+    /// Records a result: labels it and appends it to the scope (shared log first, then the
+    /// mirror). An error means the result must not reach the client.
+    pub async fn record(&self, scope: &str, origin: &str, tool: &str, declared: bool, result: &Value) -> Result<(), StoreError> {
+        let mirror = self.mirror(scope);
+        let seq = lock(&mirror).labels.result_count() + 1;
+        let rule = self.rule(tool).and_then(|t| t.output.as_ref());
+        let batch = label_result(&LabelInput { origin: format!("{origin}#{seq}"), rule, declared }, result);
+        match &self.redis {
+            None => {
+                let mut m = lock(&mirror);
+                m.labels.apply(&batch);
+                m.last_used = Instant::now();
+            }
+            Some(redis) => {
+                let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError(e.to_string()))?;
+                let len = redis.append(&Self::key(scope), &bytes, self.cfg.max_results, self.cfg.ttl).await?;
+                let mut m = lock(&mirror);
+                if m.applied + 1 == len {
+                    m.labels.apply(&batch);
+                    m.applied = len;
+                }
+                // Otherwise other records came first: the next sync applies them in order.
+                m.last_used = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// The first `[[labels.tool]]` entry matching `tool`.
+    pub fn rule(&self, tool: &str) -> Option<&crate::config::LabelTool> {
+        self.cfg.tools.iter().find(|t| glob(&t.name, tool))
+    }
+
+    /// The argument roles of `tool` (config, else by name over `arg_names`).
+    pub fn roles<'a>(&self, tool: &str, arg_names: impl IntoIterator<Item = &'a str> + Clone) -> ArgRoles {
+        let by_name = ArgRoles::by_name(arg_names);
+        match self.rule(tool) {
+            Some(t) => ArgRoles {
+                control: t.control.as_ref().map_or(by_name.control, |c| c.iter().cloned().collect::<BTreeSet<_>>()),
+                recipients: t.recipients.as_ref().map_or(by_name.recipients, |c| c.iter().cloned().collect::<BTreeSet<_>>()),
+            },
+            None => by_name,
+        }
+    }
+
+    /// A scope's label state for operators (synced with the shared store first).
+    pub async fn report(&self, scope: &str) -> Result<Option<Value>, StoreError> {
+        if self.redis.is_none() && !lock(&self.mirrors).contains_key(scope) {
+            return Ok(None);
+        }
+        let mirror = self.sync(scope).await?;
+        let m = lock(&mirror);
+        let mut v = m.labels.report(50);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("scope".into(), scope.into());
+            o.insert("store".into(), if self.redis.is_some() { "redis" } else { "memory" }.into());
+        }
+        Ok(Some(v))
+    }
+
+    /// The scopes this process holds.
+    pub fn scopes(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.mirrors).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Forgets scopes idle for longer than the TTL (the shared log expires by itself).
+    pub fn sweep(&self) {
+        let ttl = self.cfg.ttl;
+        lock(&self.mirrors).retain(|_, m| lock(m).last_used.elapsed() < ttl);
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+}
