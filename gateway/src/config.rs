@@ -1063,6 +1063,27 @@ mod tests {
     }
 
     #[test]
+    fn label_config_errors_name_the_key() {
+        let e = parse("[labels]\nstore = \"disk\"\n").unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("labels.store"), Some(2)), "{e}");
+        let e = parse("[labels]\nstore = \"redis\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("labels.redis_url"), "{e}");
+        let e = parse("[labels]\nstore = \"redis\"\nredis_url = \"http://x\"\n").unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("labels.redis_url"), Some(3)), "{e}");
+        let e = parse("[[labels.tool]]\nname = \"a\"\neach = \"m[\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("labels.tool[0].each"), "{e}");
+        let e = parse("[[labels.tool]]\nname = \"a\"\ntrusted = true\ntrusted_if_domain = { field = \"f\", domains = [\"x\"] }\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("labels.tool[0].trusted"), "{e}");
+        let e = parse("[labels]\nmax_fields = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("labels.max_fields"), "{e}");
+        let cfg = parse("[labels]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:1/0\"\nstrict = true\n").unwrap();
+        assert!(cfg.labels.strict && cfg.labels.redis_url.is_some());
+        let q = parse(QUICKSTART).unwrap();
+        assert!(q.labels.redis_url.is_none() && !q.labels.tools.is_empty(), "the quickstart keeps labels in memory");
+        assert!(glob("demo__*", "demo__read") && glob("*__send_*", "mail__send_email") && !glob("demo__*", "chat__x") && glob("a", "a") && !glob("a*b", "ab_"));
+    }
+
+    #[test]
     fn unknown_key_names_file_key_and_line() {
         let e = parse("[listen]\nhttp = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         assert_eq!(e.file, Path::new("test.toml"));

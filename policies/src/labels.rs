@@ -946,7 +946,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hash_hit_must_be_verified() {
+    fn shingles_match_runs_of_five_words() {
         let mut s = SessionLabels::new(10, 5);
         s.apply(&label_result(&LabelInput { origin: "o#1".into(), rule: None, declared: false }, &json!({"structuredContent": {"a": "alpha beta gamma delta epsilon"}})));
         let t = s.trace_args(Some(&json!({"x": "beta gamma delta epsilon zeta", "y": "alpha beta gamma delta epsilon and more"})), &IntentValues::default());

@@ -151,12 +151,21 @@ fn direct(schema: &Schema, set: &PolicySet, principal_json: &Value, principal_id
         "args": args,
         "time": {"unix": secs, "hour": rem / 3600, "minute": (rem % 3600) / 60, "weekday": (days + 3).rem_euclid(7) + 1},
         "intent": {"recipients": recipients, "accounts": [], "urls": []},
+        // What `Engine::decide_tool` passes: no labels recorded (trusted, public, nowhere).
+        "labels": {
+            "session": bottom_label(), "control": bottom_label(), "data": bottom_label(),
+            "recipients": [], "strict": false, "args": {},
+        },
     });
     let ctx = Context::from_json_value(ctx, Some((schema, &action))).unwrap();
     let p = EntityUid::from_str(&format!("Principal::\"{principal_id}\"")).unwrap();
     let r = EntityUid::from_str(&format!("Tool::\"{tool}\"")).unwrap();
     let req = Request::new(p, action, r, ctx, Some(schema)).unwrap();
     Authorizer::new().is_authorized(&req, set, &entities)
+}
+
+fn bottom_label() -> serde_json::Value {
+    json!({"trusted": true, "public": true, "readers": [], "origins": []})
 }
 
 #[test]

@@ -1,0 +1,173 @@
+//! Data-flow labels on the call path, measured side by side in one run.
+//!
+//! - `provenance/trace_1000_fields`: tracing a send-mail call's arguments (two recipients, a
+//!   subject, a 60-word body quoting a stored message, a thread id) against a session holding
+//!   1,000 stored fields, and joining them per role (`LabelView::build`): what the label stage
+//!   adds to a call.
+//! - `provenance/no_labels`: the same call's path with labels off (`LabelView::empty`).
+//! - `join_and_check`: joining the control and data labels and checking the recipients against
+//!   the readers: the label join and check.
+//! - `cedar/with_labels` vs `cedar/without_labels`: the Cedar decision with `context.labels`
+//!   filled (four label rules) against the same engine with an empty view.
+//!
+//! Before criterion, a percentile pass times 20,000 interleaved single calls and prints
+//! p50/p99 against the targets (provenance ≤ 20 µs p50 added; join+check ≤ 1 µs).
+//! Run: `cargo bench -p clawgate-policies --bench labels`.
+
+#![allow(clippy::unwrap_used, reason = "benchmark setup: a panic aborts the run")]
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use clawgate_policies::cedar::{Engine, EngineOptions, Intent, Inventory, PolicySource, PreparedPrincipal, PrincipalInfo, PrincipalKind, ToolAttrs, ToolMeta, UpstreamMeta};
+use clawgate_policies::labels::{ArgRoles, FieldPath, IntentValues, Label, LabelInput, LabelView, OutputRule, SessionLabels, label_result};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+const WORDS: &[&str] = &["budget", "review", "quarter", "travel", "meeting", "forecast", "invoice", "draft", "team", "plan", "office", "launch", "report", "numbers", "client", "contract", "schedule", "update", "notes", "friday"];
+
+fn sentence(seed: usize, n: usize) -> String {
+    (0..n).map(|i| WORDS[(seed * 7 + i * 13 + i * i) % WORDS.len()]).collect::<Vec<_>>().join(" ")
+}
+
+/// A session with 1,000 stored fields: 50 thread reads of 4 messages (5 fields each).
+fn session() -> SessionLabels {
+    let rule = OutputRule {
+        each: Some(FieldPath::parse("messages[*]").unwrap()),
+        readers: vec![FieldPath::parse("from").unwrap(), FieldPath::parse("to").unwrap(), FieldPath::parse("cc").unwrap()],
+        trusted_if_domain: Some((FieldPath::parse("from").unwrap(), vec!["corp.example".into()])),
+        ..OutputRule::default()
+    };
+    let mut s = SessionLabels::new(4096, 5);
+    for t in 0..50 {
+        let msgs: Vec<Value> = (0..4)
+            .map(|m| {
+                let k = t * 4 + m;
+                json!({"from": format!("user{k}@corp.example"), "to": [format!("user{}@corp.example", k + 1)], "cc": [format!("user{}@corp.example", k + 2)], "subject": format!("Thread {t} {}", sentence(k, 3)), "body": sentence(k, 40)})
+            })
+            .collect();
+        s.apply(&label_result(&LabelInput { origin: format!("mail/read_thread#{t}"), rule: Some(&rule), declared: false }, &json!({"structuredContent": {"messages": msgs}})));
+    }
+    assert!(s.field_count() >= 1000, "{}", s.field_count());
+    s
+}
+
+fn args() -> Value {
+    json!({"to": ["user101@corp.example", "user102@corp.example"], "subject": "Re: the plan", "body": format!("Thanks, see below. {} Regards", sentence(100, 40)), "thread_id": "thread-25"})
+}
+
+fn roles() -> ArgRoles {
+    ArgRoles { control: BTreeSet::from(["to".to_owned(), "thread_id".to_owned()]), recipients: BTreeSet::from(["to".to_owned()]) }
+}
+
+fn engine() -> (Engine, PreparedPrincipal) {
+    let inv = Inventory {
+        upstreams: vec![UpstreamMeta { name: "mail".into(), trusted: true, known: true, prefix: "mail".into() }],
+        tools: vec![ToolMeta {
+            name: "mail__send".into(),
+            upstream: "mail".into(),
+            input_schema: json!({"type": "object", "properties": {"to": {"type": "array", "items": {"type": "string"}}, "subject": {"type": "string"}, "body": {"type": "string"}, "thread_id": {"type": "string"}}}),
+            attrs: ToolAttrs { category: "messaging".into(), read_only: false, destructive: false, ..ToolAttrs::default() },
+            groups: Vec::new(),
+        }],
+        prompts: Vec::new(),
+    };
+    let lib = |f: &str| PolicySource { file: f.into(), text: std::fs::read_to_string(format!("{}/library/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap() };
+    let files = vec![
+        PolicySource { file: "base.cedar".into(), text: "permit (principal, action, resource);".into() },
+        lib("labels-trusted-control.cedar"),
+        lib("labels-readers.cedar"),
+        lib("labels-ask-untrusted-messaging.cedar"),
+        lib("labels-strict.cedar"),
+    ];
+    let e = Engine::build(&files, &inv, EngineOptions::default()).unwrap();
+    let p = PreparedPrincipal::new(PrincipalInfo { id: "me".into(), kind: PrincipalKind::User, task: None, groups: Vec::new(), intent: Intent::default() }).unwrap();
+    (e, p)
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn percentile_pass() {
+    let s = session();
+    let a = args();
+    let roles = roles();
+    let intent = IntentValues::default();
+    let (engine, p) = engine();
+    let now = SystemTime::now();
+    let view = LabelView::build(s.session_label().clone(), s.trace_args(Some(&a), &intent), Some(&a), &roles, false);
+    let empty = LabelView::empty(false);
+    let (mut tr, mut none, mut jc, mut cl, mut cn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        black_box(LabelView::build(s.session_label().clone(), s.trace_args(Some(black_box(&a)), &intent), Some(&a), &roles, false));
+        tr.push(t.elapsed());
+        let t = Instant::now();
+        black_box(LabelView::empty(black_box(false)));
+        none.push(t.elapsed());
+        let t = Instant::now();
+        let j = black_box(&view.control).join(black_box(&view.data));
+        black_box(j.trusted && j.readable_by(view.recipients.iter().map(String::as_str)));
+        jc.push(t.elapsed());
+        let t = Instant::now();
+        black_box(engine.decide_tool_labelled(&p, "mail__send", Some(&a), &view, now));
+        cl.push(t.elapsed());
+        let t = Instant::now();
+        black_box(engine.decide_tool_labelled(&p, "mail__send", Some(&a), &empty, now));
+        cn.push(t.elapsed());
+    }
+    let (t50, t99) = percentiles(tr);
+    let (n50, n99) = percentiles(none);
+    let (j50, j99) = percentiles(jc);
+    let (l50, l99) = percentiles(cl);
+    let (e50, e99) = percentiles(cn);
+    println!("percentiles over 20000 interleaved calls ({} stored fields in the session):", s.field_count());
+    println!("  provenance: trace args + join per role:  p50 {:>7.2} µs   p99 {:>7.2} µs", us(t50), us(t99));
+    println!("  labels off (empty view):                 p50 {:>7.2} µs   p99 {:>7.2} µs", us(n50), us(n99));
+    println!("  label join + readers check:              p50 {:>7.3} µs   p99 {:>7.3} µs", us(j50), us(j99));
+    println!("  cedar decision with context.labels:      p50 {:>7.2} µs   p99 {:>7.2} µs", us(l50), us(l99));
+    println!("  cedar decision, empty labels:            p50 {:>7.2} µs   p99 {:>7.2} µs", us(e50), us(e99));
+    let added = t50.saturating_sub(n50);
+    println!("  target: provenance adds <= 20 µs p50 ({:.2} µs) -> {}", us(added), if added <= Duration::from_micros(20) { "met" } else { "MISSED" });
+    println!("  target: join + check <= 1 µs p50 ({:.3} µs) -> {}", us(j50), if j50 <= Duration::from_micros(1) { "met" } else { "MISSED" });
+}
+
+fn bench(c: &mut Criterion) {
+    percentile_pass();
+    let s = session();
+    let a = args();
+    let roles = roles();
+    let intent = IntentValues::default();
+    let (engine, p) = engine();
+    let now = SystemTime::now();
+    let view = LabelView::build(s.session_label().clone(), s.trace_args(Some(&a), &intent), Some(&a), &roles, false);
+    let empty = LabelView::empty(false);
+    let mut g = c.benchmark_group("provenance");
+    g.bench_function("trace_1000_fields", |b| b.iter(|| LabelView::build(s.session_label().clone(), s.trace_args(Some(black_box(&a)), &intent), Some(&a), &roles, false)));
+    g.bench_function("no_labels", |b| b.iter(|| LabelView::empty(black_box(false))));
+    g.finish();
+    c.bench_function("join_and_check", |b| {
+        b.iter(|| {
+            let j: Label = black_box(&view.control).join(black_box(&view.data));
+            j.trusted && j.readable_by(view.recipients.iter().map(String::as_str))
+        })
+    });
+    let mut g = c.benchmark_group("cedar");
+    g.bench_function("with_labels", |b| b.iter(|| engine.decide_tool_labelled(&p, "mail__send", Some(black_box(&a)), &view, now)));
+    g.bench_function("without_labels", |b| b.iter(|| engine.decide_tool_labelled(&p, "mail__send", Some(black_box(&a)), &empty, now)));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(50);
+    targets = bench
+}
+criterion_main!(benches);
