@@ -312,3 +312,21 @@ fn stdio_without_credentials_is_anonymous_and_bad_credentials_do_not_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CLAWGATE_TOKEN: invalid credentials"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn labels_show_needs_the_admin_api_and_says_which_key() {
+    let dir = std::env::temp_dir().join(format!("clawgate-cli-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("clawgate.toml");
+    std::fs::write(&path, "[labels]\nstrict = true\n").unwrap();
+    let out = Command::new(BIN).args(["labels", "show", "--config"]).arg(&path).args(["--session", "abc"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("admin.http") && err.contains("clawgate.toml"), "{err}");
+    // An admin address nobody listens on: a clear error, not a hang.
+    std::fs::write(&path, "[admin]\nhttp = \"127.0.0.1:9\"\n").unwrap();
+    let out = Command::new(BIN).args(["labels", "show", "--config"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach the admin API at 127.0.0.1:9"), "{err}");
+}

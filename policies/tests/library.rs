@@ -175,3 +175,92 @@ fn prompts_and_resources_are_decided_by_their_own_actions() {
     assert!(e.decide_resource(&other, "demo", "demo+file:///public/readme.txt", monday_10()).is_allow());
     assert!(!e.decide_resource(&other, "demo", "demo+file:///reports/q3.txt", monday_10()).is_allow());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The data-flow label rules, on label views built the way the gateway builds them.
+
+mod label_rules {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use clawgate_policies::cedar::{Engine, EngineOptions, Verdict};
+    use clawgate_policies::labels::{ArgLabel, ArgRoles, Label, LabelView};
+    use serde_json::{Value, json};
+
+    use super::common::*;
+
+    fn engine(files: &[&str]) -> Engine {
+        let mut inv = inventory();
+        for t in &mut inv.tools {
+            if t.name == "demo__send_email" {
+                t.attrs.category = "messaging".into();
+            }
+        }
+        let mut sources = vec![library_file("base-permit.cedar")];
+        sources.extend(files.iter().map(|f| library_file(f)));
+        Engine::build(&sources, &inv, EngineOptions::default()).unwrap()
+    }
+
+    fn label(trusted: bool, readers: Option<&[&str]>) -> Label {
+        Label { trusted, readers: readers.map(|r| r.iter().map(|s| (*s).to_owned()).collect()), origins: BTreeSet::new() }
+    }
+
+    fn view(to: Label, body: Label, session: Label, strict: bool, args: &Value) -> LabelView {
+        let mk = |l: Label| ArgLabel { label: l, sources: BTreeSet::new(), matched: BTreeSet::new() };
+        let traced = BTreeMap::from([("to".to_owned(), mk(to)), ("body".to_owned(), mk(body))]);
+        let roles = ArgRoles { control: BTreeSet::from(["to".to_owned()]), recipients: BTreeSet::from(["to".to_owned()]) };
+        LabelView::build(session, traced, Some(args), &roles, strict)
+    }
+
+    fn decide(e: &Engine, v: &LabelView, args: &Value) -> Verdict {
+        e.decide_tool_labelled(&principal("me", None, &[], &[]), "demo__send_email", Some(args), v, monday_10())
+    }
+
+    const THREAD: &[&str] = &["alice@corp.example", "bob@corp.example", "me@corp.example"];
+
+    #[test]
+    fn trusted_control_needs_a_trusted_recipient() {
+        let e = engine(&["labels-trusted-control.cedar"]);
+        let args = json!({"to": ["bob@corp.example"], "body": "b"});
+        assert!(decide(&e, &view(label(true, Some(THREAD)), Label::bottom(), Label::bottom(), false, &args), &args).is_allow());
+        let v = decide(&e, &view(Label::model_generated(), Label::bottom(), Label::bottom(), false, &args), &args);
+        assert!(matches!(&v, Verdict::Deny { policies, .. } if policies == &vec!["labels-trusted-control".to_owned()]), "{v:?}");
+        assert!(!decide(&e, &view(label(false, Some(THREAD)), Label::bottom(), Label::bottom(), false, &args), &args).is_allow(), "an address from untrusted content");
+        assert!(decide(&e, &view(Label::intent(), Label::bottom(), Label::bottom(), false, &args), &args).is_allow(), "the user's intent");
+    }
+
+    #[test]
+    fn readers_must_include_every_recipient() {
+        let e = engine(&["labels-readers.cedar"]);
+        let on_thread = json!({"to": ["bob@corp.example", "Alice@corp.example"], "body": "b"});
+        let body = label(true, Some(THREAD));
+        assert!(decide(&e, &view(Label::intent(), body.clone(), Label::bottom(), false, &on_thread), &on_thread).is_allow());
+        let off = json!({"to": ["bob@corp.example", "carol@corp.example"], "body": "b"});
+        let v = decide(&e, &view(Label::intent(), body.clone(), Label::bottom(), false, &off), &off);
+        assert!(matches!(&v, Verdict::Deny { policies, .. } if policies == &vec!["labels-readers".to_owned()]), "{v:?}");
+        assert!(decide(&e, &view(Label::intent(), Label::model_generated(), Label::bottom(), false, &off), &off).is_allow(), "model text is public");
+        assert!(!decide(&e, &view(Label::intent(), label(false, Some(&[])), Label::bottom(), false, &off), &off).is_allow(), "private to nobody");
+    }
+
+    #[test]
+    fn untrusted_content_to_messaging_asks() {
+        let e = engine(&["labels-ask-untrusted-messaging.cedar"]);
+        let args = json!({"to": ["bob@corp.example"], "body": "b"});
+        assert!(decide(&e, &view(Label::intent(), label(true, Some(THREAD)), Label::bottom(), false, &args), &args).is_allow());
+        let v = decide(&e, &view(Label::intent(), Label::model_generated(), Label::bottom(), false, &args), &args);
+        assert!(matches!(&v, Verdict::Ask { policy, .. } if policy == "labels-ask-untrusted-messaging"), "{v:?}");
+        // Not a messaging sink: no question.
+        let note = json!({"title": "t", "text": "x"});
+        assert!(e.decide_tool_labelled(&principal("me", None, &[], &[]), "demo__add_note", Some(&note), &LabelView::build(Label::bottom(), BTreeMap::from([("text".to_owned(), ArgLabel { label: Label::model_generated(), sources: BTreeSet::new(), matched: BTreeSet::new() })]), Some(&note), &ArgRoles::default(), false), monday_10()).is_allow());
+    }
+
+    #[test]
+    fn strict_mode_asks_once_the_session_is_untrusted() {
+        let e = engine(&["labels-strict.cedar"]);
+        let args = json!({"to": ["bob@corp.example"], "body": "b"});
+        let tainted = label(false, None);
+        assert!(decide(&e, &view(Label::intent(), Label::bottom(), tainted.clone(), false, &args), &args).is_allow(), "strict off");
+        assert!(decide(&e, &view(Label::intent(), Label::bottom(), Label::bottom(), true, &args), &args).is_allow(), "nothing untrusted yet");
+        let v = decide(&e, &view(Label::intent(), Label::bottom(), tainted, true, &args), &args);
+        assert!(matches!(&v, Verdict::Ask { policy, .. } if policy == "labels-strict"), "{v:?}");
+    }
+}
