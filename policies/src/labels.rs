@@ -88,23 +88,27 @@ impl Label {
 
     /// Untrusted wins; reader sets intersect; origins add up (bounded).
     pub fn join(&self, other: &Label) -> Label {
-        let readers = match (&self.readers, &other.readers) {
-            (None, r) | (r, None) => r.clone(),
-            (Some(a), Some(b)) => Some(a.intersection(b).cloned().collect()),
-        };
-        let mut origins = self.origins.clone();
-        for o in &other.origins {
-            if origins.len() >= MAX_ORIGINS {
-                break;
-            }
-            origins.insert(o.clone());
-        }
-        Label { trusted: self.trusted && other.trusted, readers, origins }
+        let mut out = self.clone();
+        out.join_in(other);
+        out
     }
 
-    /// In-place join, for folds.
+    /// In-place join (no copy of `self`'s sets).
     pub fn join_in(&mut self, other: &Label) {
-        *self = self.join(other);
+        self.trusted &= other.trusted;
+        match (&mut self.readers, &other.readers) {
+            (_, None) => {}
+            (r @ None, Some(o)) => *r = Some(o.clone()),
+            (Some(a), Some(b)) => a.retain(|x| b.contains(x)),
+        }
+        for o in &other.origins {
+            if self.origins.len() >= MAX_ORIGINS {
+                break;
+            }
+            if !self.origins.contains(o) {
+                self.origins.insert(o.clone());
+            }
+        }
     }
 
     /// Whether every one of `who` may read this.
@@ -396,6 +400,20 @@ fn declared_label(d: &Value, _ptr: &str, origin: &str) -> Option<Label> {
     d.is_object().then(|| Label { trusted, readers, origins: BTreeSet::from([origin.to_owned()]) })
 }
 
+/// Every string and number inside `v` (numbers as text), without building pointers.
+fn leaves(v: &Value, depth: usize, f: &mut dyn FnMut(&str)) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::String(s) => f(s),
+        Value::Number(n) => f(&n.to_string()),
+        Value::Array(a) => a.iter().for_each(|x| leaves(x, depth + 1, f)),
+        Value::Object(m) => m.values().for_each(|x| leaves(x, depth + 1, f)),
+        _ => {}
+    }
+}
+
 fn walk(v: &Value, ptr: String, depth: usize, f: &mut dyn FnMut(&str, &str)) {
     if depth > MAX_DEPTH {
         return;
@@ -492,9 +510,12 @@ fn ids(s: &str) -> Vec<String> {
                 continue;
             }
         }
-        let compact: String = w.chars().filter(|c| c.is_alphanumeric()).collect();
-        if compact.chars().count() >= MIN_ID_LEN && compact.chars().any(|c| c.is_ascii_digit()) {
-            out.push(compact.to_uppercase());
+        // Cheap checks first: most words are not ids, and need no allocation.
+        if w.len() >= MIN_ID_LEN && w.bytes().any(|b| b.is_ascii_digit()) {
+            let compact: String = w.chars().filter(|c| c.is_alphanumeric()).collect();
+            if compact.chars().count() >= MIN_ID_LEN {
+                out.push(compact.to_uppercase());
+            }
         }
         i += 1;
     }
@@ -542,10 +563,17 @@ pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
     out.extend(emails(s).into_iter().map(|text| Key { kind: KeyKind::Email, text }));
     out.extend(urls(s).into_iter().map(|text| Key { kind: KeyKind::Url, text }));
     out.extend(ids(s).into_iter().map(|text| Key { kind: KeyKind::Id, text }));
-    let words: Vec<&str> = s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let lower = s.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
     if words.len() >= SHINGLE_WORDS {
         for win in words.windows(SHINGLE_WORDS).take(MAX_SHINGLES) {
-            let text = win.iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join(" ");
+            let mut text = String::with_capacity(win.iter().map(|w| w.len() + 1).sum());
+            for (i, w) in win.iter().enumerate() {
+                if i > 0 {
+                    text.push(' ');
+                }
+                text.push_str(w);
+            }
             out.push(Key { kind: KeyKind::Shingle, text });
         }
     }
@@ -586,13 +614,23 @@ struct Field {
 }
 
 impl Field {
-    fn contains(&self, k: &Key) -> bool {
-        match k.kind {
-            KeyKind::Whole => self.whole == k.text,
-            KeyKind::Email | KeyKind::Url => self.lower.contains(&k.text),
-            KeyKind::Id => self.ids.contains(&format!(" {} ", k.text)),
-            KeyKind::Shingle => self.words.contains(&format!(" {} ", k.text)),
+    /// Whether the key (with its needle precomputed by [`needle`]) occurs in this field.
+    fn contains(&self, kind: KeyKind, needle: &str) -> bool {
+        match kind {
+            KeyKind::Whole => self.whole == needle,
+            KeyKind::Email | KeyKind::Url => self.lower.contains(needle),
+            KeyKind::Id => self.ids.contains(needle),
+            KeyKind::Shingle => self.words.contains(needle),
         }
+    }
+}
+
+/// What to search a field's text for, to verify a key: ids and shingles are framed by spaces
+/// so that they match at token boundaries only.
+fn needle(k: &Key) -> std::borrow::Cow<'_, str> {
+    match k.kind {
+        KeyKind::Id | KeyKind::Shingle => std::borrow::Cow::Owned(format!(" {} ", k.text)),
+        _ => std::borrow::Cow::Borrowed(&k.text),
     }
 }
 
@@ -702,23 +740,38 @@ impl SessionLabels {
     pub fn trace_value(&self, v: &str, intent: &IntentValues, keys: &mut Vec<Key>, out: &mut ArgLabel) {
         keys.clear();
         match_keys(v, self.min_len, keys);
-        let mut matched: Option<Label> = None;
+        // Each field is verified once (a field already matched is not checked again), and
+        // each distinct label is joined once: exact, and cheap when a phrase is common.
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut distinct: Vec<&std::sync::Arc<Label>> = Vec::new();
+        let mut distinct_ptrs: std::collections::HashSet<*const Label> = std::collections::HashSet::new();
         for k in keys.iter() {
             let Some(ids) = self.index.get(&key_hash(k.kind, &k.text)) else { continue };
+            let needle = needle(k);
             for id in ids {
+                if seen.contains(id) {
+                    continue;
+                }
                 if let Some(f) = self.fields.get(id)
-                    && f.contains(k)
+                    && f.contains(k.kind, &needle)
                 {
-                    matched = Some(match matched {
-                        Some(m) => m.join(&f.label),
-                        None => (*f.label).clone(),
-                    });
+                    seen.insert(*id);
+                    if distinct_ptrs.insert(std::sync::Arc::as_ptr(&f.label)) {
+                        distinct.push(&f.label);
+                    }
                     if out.matched.len() < MAX_ORIGINS {
                         out.matched.insert(f.origin.clone());
                     }
                 }
             }
         }
+        let matched: Option<Label> = distinct.split_first().map(|(first, rest)| {
+            let mut m = (***first).clone();
+            for l in rest {
+                m.join_in(l);
+            }
+            m
+        });
         let is_intent = intent.contains(v);
         let l = match (matched, is_intent) {
             (Some(mut m), true) => {
@@ -752,7 +805,7 @@ impl SessionLabels {
         for (name, v) in m {
             let mut a = ArgLabel { label: Label::bottom(), sources: BTreeSet::new(), matched: BTreeSet::new() };
             let mut any = false;
-            walk(v, String::new(), 0, &mut |_, s| {
+            leaves(v, 0, &mut |s| {
                 any = true;
                 self.trace_value(s, intent, &mut keys, &mut a);
             });
@@ -853,7 +906,7 @@ impl LabelView {
         if let Some(Value::Object(m)) = raw {
             for r in &roles.recipients {
                 if let Some(v) = m.get(r) {
-                    walk(v, String::new(), 0, &mut |_, s| {
+                    leaves(v, 0, &mut |s| {
                         let s = s.trim().to_lowercase();
                         if !s.is_empty() {
                             recipients.insert(s);

@@ -179,6 +179,7 @@ fn prompts_and_resources_are_decided_by_their_own_actions() {
 // ---------------------------------------------------------------------------------------------
 // The data-flow label rules, on label views built the way the gateway builds them.
 
+#[allow(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
 mod label_rules {
     use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,6 +3,8 @@
 //! killed) denies label-dependent calls within the configured timeout, never allowing one, until
 //! Redis is back. Plus the admin API's view of a session's labels.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
