@@ -829,7 +829,7 @@ impl SessionLabels {
             "session": label_json(&self.session),
             "results": self.results,
             "fields": self.fields.len(),
-            "recent": fields.iter().take(recent).map(|f| serde_json::json!({"origin": f.origin, "label": label_json(&f.label), "preview": f.whole.chars().take(80).collect::<String>()})).collect::<Vec<_>>(),
+            "recent": fields.iter().take(recent).map(|f| serde_json::json!({"origin": f.origin, "label": label_json(&f.label)})).collect::<Vec<_>>(),
         })
     }
 }
