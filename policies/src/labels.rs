@@ -457,12 +457,17 @@ pub enum KeyKind {
 
 /// Lowercased, whitespace-collapsed form used for whole-value keys and verification.
 fn norm(s: &str) -> String {
+    collapse(&s.to_lowercase())
+}
+
+/// Whitespace runs collapsed to single spaces, trimmed.
+fn collapse(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for w in s.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(w.chars().flat_map(char::to_lowercase));
+        out.push_str(w);
     }
     out
 }
@@ -532,8 +537,8 @@ fn emails(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn urls(s: &str) -> Vec<String> {
-    let lower = s.to_lowercase();
+/// URLs in already-lowercased text.
+fn urls(lower: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut from = 0;
     while let Some(i) = lower[from..].find("http").map(|i| i + from) {
@@ -556,27 +561,64 @@ fn urls(s: &str) -> Vec<String> {
 /// word shingles.
 pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
     let s = if s.len() > MAX_FIELD_CHARS * 4 { truncate(s, MAX_FIELD_CHARS) } else { s };
-    let whole = norm(s);
+    let lower = s.to_lowercase();
+    point_keys(s, &lower, min_len, out);
+    for_each_shingle(&lower, |win| {
+        let mut text = String::with_capacity(win.iter().map(|w| w.len() + 1).sum());
+        for (i, w) in win.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(w);
+        }
+        out.push(Key { kind: KeyKind::Shingle, text });
+    });
+}
+
+/// The whole-value, email, URL and id keys (everything but shingles).
+fn point_keys(s: &str, lower: &str, min_len: usize, out: &mut Vec<Key>) {
+    let whole = collapse(lower);
     if whole.chars().count() >= min_len.max(1) {
         out.push(Key { kind: KeyKind::Whole, text: whole });
     }
-    out.extend(emails(s).into_iter().map(|text| Key { kind: KeyKind::Email, text }));
-    out.extend(urls(s).into_iter().map(|text| Key { kind: KeyKind::Url, text }));
-    out.extend(ids(s).into_iter().map(|text| Key { kind: KeyKind::Id, text }));
-    let lower = s.to_lowercase();
+    // Each scan only when its marker is present (exact: an email needs `@`, a URL `http`,
+    // an id a digit), so plain prose pays for none of them.
+    if s.contains('@') {
+        out.extend(emails(s).into_iter().map(|text| Key { kind: KeyKind::Email, text }));
+    }
+    if lower.contains("http") {
+        out.extend(urls(lower).into_iter().map(|text| Key { kind: KeyKind::Url, text }));
+    }
+    if s.bytes().any(|b| b.is_ascii_digit()) {
+        out.extend(ids(s).into_iter().map(|text| Key { kind: KeyKind::Id, text }));
+    }
+}
+
+/// Calls `f` with every window of [`SHINGLE_WORDS`] words of already-lowercased text.
+fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str])) {
     let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
     if words.len() >= SHINGLE_WORDS {
         for win in words.windows(SHINGLE_WORDS).take(MAX_SHINGLES) {
-            let mut text = String::with_capacity(win.iter().map(|w| w.len() + 1).sum());
-            for (i, w) in win.iter().enumerate() {
-                if i > 0 {
-                    text.push(' ');
-                }
-                text.push_str(w);
-            }
-            out.push(Key { kind: KeyKind::Shingle, text });
+            f(win);
         }
     }
+}
+
+/// [`key_hash`] of a shingle, streamed from its words (no string is built).
+fn shingle_hash(win: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(KeyKind::Shingle as u8);
+    for (i, w) in win.iter().enumerate() {
+        if i > 0 {
+            eat(b' ');
+        }
+        w.bytes().for_each(&mut eat);
+    }
+    h
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
@@ -638,8 +680,12 @@ fn needle(k: &Key) -> std::borrow::Cow<'_, str> {
 /// and the session context label (the join of everything returned).
 #[derive(Debug, Clone)]
 pub struct SessionLabels {
-    fields: HashMap<u64, Field>,
-    index: HashMap<u64, Vec<u64>>,
+    fields: HashMap<u64, Field, ahash::RandomState>,
+    index: HashMap<u64, Vec<u64>, ahash::RandomState>,
+    /// (text, integrity, readers) → the field already holding it: a result that repeats a
+    /// value with the same label adds nothing a decision could see (origins are informational),
+    /// so it is not stored twice. Keeps tracing flat when a session echoes the same data.
+    dedupe: HashMap<u64, u64, ahash::RandomState>,
     next: u64,
     max_fields: usize,
     min_len: usize,
@@ -678,7 +724,7 @@ impl IntentValues {
 
 impl SessionLabels {
     pub fn new(max_fields: usize, min_len: usize) -> Self {
-        Self { fields: HashMap::new(), index: HashMap::new(), next: 0, max_fields: max_fields.max(1), min_len, session: Label::bottom(), results: 0 }
+        Self { fields: HashMap::default(), index: HashMap::default(), dedupe: HashMap::default(), next: 0, max_fields: max_fields.max(1), min_len, session: Label::bottom(), results: 0 }
     }
 
     /// The join of every result seen in this session (trusted and public before any).
@@ -703,12 +749,28 @@ impl SessionLabels {
         let mut keys = Vec::new();
         for f in &batch.fields {
             let Some(label) = labels.get(f.label as usize) else { continue };
+            let whole = norm(&f.text);
+            let class = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&whole, label.trusted, &label.readers).hash(&mut h);
+                h.finish()
+            };
+            // Verified, not just hashed: a different text or label is always stored.
+            if let Some(old) = self.dedupe.get(&class).and_then(|id| self.fields.get(id))
+                && old.whole == whole
+                && old.label.trusted == label.trusted
+                && old.label.readers == label.readers
+            {
+                continue;
+            }
             keys.clear();
             match_keys(&f.text, self.min_len, &mut keys);
             if keys.is_empty() {
                 continue;
             }
             let id = self.next;
+            self.dedupe.insert(class, id);
             self.next += 1;
             for k in &keys {
                 let slot = self.index.entry(key_hash(k.kind, &k.text)).or_default();
@@ -717,7 +779,7 @@ impl SessionLabels {
                 }
             }
             let lower = f.text.to_lowercase();
-            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole: norm(&f.text), words: word_line(&f.text), ids: id_line(&f.text), lower, seq: id });
+            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole, words: word_line(&f.text), ids: id_line(&f.text), lower, seq: id });
         }
         if self.fields.len() > self.max_fields {
             self.evict();
@@ -733,27 +795,32 @@ impl SessionLabels {
             ids.retain(|id| *id >= cut);
         }
         self.index.retain(|_, v| !v.is_empty());
+        self.dedupe.retain(|_, id| *id >= cut);
     }
 
     /// The label of one value: the join of the fields it matched; else intent (trusted) or
     /// model-generated (untrusted). An intent value is trusted even when it also matched.
     pub fn trace_value(&self, v: &str, intent: &IntentValues, keys: &mut Vec<Key>, out: &mut ArgLabel) {
+        let v = if v.len() > MAX_FIELD_CHARS * 4 { truncate(v, MAX_FIELD_CHARS) } else { v };
         keys.clear();
-        match_keys(v, self.min_len, keys);
+        let lower = v.to_lowercase();
+        point_keys(v, &lower, self.min_len, keys);
         // Each field is verified once (a field already matched is not checked again), and
         // each distinct label is joined once: exact, and cheap when a phrase is common.
-        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<u64, ahash::RandomState> = std::collections::HashSet::default();
         let mut distinct: Vec<&std::sync::Arc<Label>> = Vec::new();
-        let mut distinct_ptrs: std::collections::HashSet<*const Label> = std::collections::HashSet::new();
-        for k in keys.iter() {
-            let Some(ids) = self.index.get(&key_hash(k.kind, &k.text)) else { continue };
-            let needle = needle(k);
+        let mut distinct_ptrs: std::collections::HashSet<*const Label, ahash::RandomState> = std::collections::HashSet::default();
+        let mut check = |ids: &[u64], kind: KeyKind, needle: &dyn Fn() -> String, seen: &mut std::collections::HashSet<u64, ahash::RandomState>| {
+            if ids.iter().all(|id| seen.contains(id)) {
+                return;
+            }
+            let needle = needle();
             for id in ids {
                 if seen.contains(id) {
                     continue;
                 }
                 if let Some(f) = self.fields.get(id)
-                    && f.contains(k.kind, &needle)
+                    && f.contains(kind, &needle)
                 {
                     seen.insert(*id);
                     if distinct_ptrs.insert(std::sync::Arc::as_ptr(&f.label)) {
@@ -764,7 +831,18 @@ impl SessionLabels {
                     }
                 }
             }
+        };
+        for k in keys.iter() {
+            if let Some(ids) = self.index.get(&key_hash(k.kind, &k.text)) {
+                check(ids, k.kind, &|| needle(k).into_owned(), &mut seen);
+            }
         }
+        // Shingles are hashed straight from the words; the needle is built only on a hit.
+        for_each_shingle(&lower, |win| {
+            if let Some(ids) = self.index.get(&shingle_hash(win)) {
+                check(ids, KeyKind::Shingle, &|| format!(" {} ", win.join(" ")), &mut seen);
+            }
+        });
         let matched: Option<Label> = distinct.split_first().map(|(first, rest)| {
             let mut m = (***first).clone();
             for l in rest {
@@ -1028,6 +1106,31 @@ mod tests {
         assert!(d.label().trusted && d.label().readers == Some(["a@x.example".into()].into()));
         let n = label_result(&LabelInput { origin: "o#1".into(), rule: None, declared: false }, &r);
         assert!(!n.label().trusted);
+    }
+
+    #[test]
+    fn streamed_shingle_hash_equals_the_stored_key_hash() {
+        let win = ["alpha", "beta", "gamma", "delta", "épsilon"];
+        assert_eq!(shingle_hash(&win), key_hash(KeyKind::Shingle, "alpha beta gamma delta épsilon"));
+        let mut keys = Vec::new();
+        match_keys("Alpha, beta: gamma delta ÉPSILON", 5, &mut keys);
+        assert!(keys.iter().any(|k| k.kind == KeyKind::Shingle && key_hash(k.kind, &k.text) == shingle_hash(&win)), "{keys:?}");
+    }
+
+    #[test]
+    fn a_repeated_value_with_the_same_label_is_stored_once() {
+        let mut s = SessionLabels::new(1000, 5);
+        let r = json!({"structuredContent": {"echo": "the same long text every time, again and again"}});
+        for i in 0..100 {
+            s.apply(&label_result(&LabelInput { origin: format!("fx/echo#{i}"), rule: None, declared: false }, &r));
+        }
+        assert_eq!(s.field_count(), 1);
+        // The same text under a different label is a different field (its readers matter).
+        let d = json!({"structuredContent": {"echo": "the same long text every time, again and again"}, "_meta": {"io.clawgate/labels": {"trusted": true, "readers": "public"}}});
+        s.apply(&label_result(&LabelInput { origin: "fx/echo#x".into(), rule: None, declared: true }, &d));
+        assert_eq!(s.field_count(), 2);
+        let t = s.trace_args(Some(&json!({"x": "the same long text every time, again and again"})), &IntentValues::default());
+        assert!(!t["x"].label.trusted && t["x"].label.readers == Some(BTreeSet::new()), "the join still sees the private copy");
     }
 
     #[test]
