@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clawgate_adapters::redis_log::{LogError, RedisLog};
 use clawgate_policies::labels::{ArgRoles, IntentValues, LabelInput, LabelView, ResultBatch, SessionLabels, label_result};
@@ -194,9 +194,5 @@ impl LabelStore {
     pub fn sweep(&self) {
         let ttl = self.cfg.ttl;
         lock(&self.mirrors).retain(|_, m| lock(m).last_used.elapsed() < ttl);
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.cfg.timeout
     }
 }

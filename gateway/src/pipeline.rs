@@ -436,9 +436,8 @@ impl Gateway {
             match self.labels.trace(&scope, arguments.as_ref(), &intent, &roles).await {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    let d = Decision::deny(DenyReason::LabelStoreUnavailable, EngineKind::Labels, e.0.clone());
-                    self.audit_decision(principal, &info, &d, &digest, false, None);
-                    let Decision::Deny(den) = d else { return Err(CallError::ShuttingDown) };
+                    let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
+                    self.audit_decision(principal, &info, &Decision::Deny(den.clone()), &digest, false, None);
                     return Err(CallError::Denied(den));
                 }
             }

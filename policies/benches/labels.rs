@@ -120,26 +120,47 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// Everything both passes measure against.
+struct Setup {
+    s: SessionLabels,
+    a: Value,
+    roles: ArgRoles,
+    intent: IntentValues,
+    engine: Engine,
+    p: PreparedPrincipal,
+    now: SystemTime,
+    view: LabelView,
+    empty: LabelView,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let (s, a, roles, intent) = (session(), args(), roles(), IntentValues::default());
+        let (engine, p) = engine();
+        let view = LabelView::build(s.session_label().clone(), s.trace_args(Some(&a), &intent), Some(&a), &roles, false);
+        Self { s, a, roles, intent, engine, p, now: SystemTime::now(), view, empty: LabelView::empty(false) }
+    }
+
+    /// What the label stage does per call.
+    fn trace(&self) -> LabelView {
+        LabelView::build(self.s.session_label().clone(), self.s.trace_args(Some(black_box(&self.a)), &self.intent), Some(&self.a), &self.roles, false)
+    }
+}
+
 fn percentile_pass() {
-    let s = session();
-    let a = args();
-    let roles = roles();
-    let intent = IntentValues::default();
-    let (engine, p) = engine();
-    let now = SystemTime::now();
-    let view = LabelView::build(s.session_label().clone(), s.trace_args(Some(&a), &intent), Some(&a), &roles, false);
-    let empty = LabelView::empty(false);
+    let setup = Setup::new();
+    let Setup { a, roles, intent, engine, p, now, view, empty, .. } = &setup;
     let adversarial = session_with(repeated);
     let adv_args = json!({"to": ["user101@corp.example"], "body": repeated(0, 40)});
     let (mut tr, mut none, mut jc, mut cl, mut cn, mut adv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..20_000 {
         if i % 10 == 0 {
             let t = Instant::now();
-            black_box(LabelView::build(adversarial.session_label().clone(), adversarial.trace_args(Some(black_box(&adv_args)), &intent), Some(&adv_args), &roles, false));
+            black_box(LabelView::build(adversarial.session_label().clone(), adversarial.trace_args(Some(black_box(&adv_args)), intent), Some(&adv_args), roles, false));
             adv.push(t.elapsed());
         }
         let t = Instant::now();
-        black_box(LabelView::build(s.session_label().clone(), s.trace_args(Some(black_box(&a)), &intent), Some(&a), &roles, false));
+        black_box(setup.trace());
         tr.push(t.elapsed());
         let t = Instant::now();
         black_box(LabelView::empty(black_box(false)));
@@ -149,10 +170,10 @@ fn percentile_pass() {
         black_box(j.trusted && j.readable_by(view.recipients.iter().map(String::as_str)));
         jc.push(t.elapsed());
         let t = Instant::now();
-        black_box(engine.decide_tool_labelled(&p, "mail__send", Some(&a), &view, now));
+        black_box(engine.decide_tool_labelled(p, "mail__send", Some(a), view, *now));
         cl.push(t.elapsed());
         let t = Instant::now();
-        black_box(engine.decide_tool_labelled(&p, "mail__send", Some(&a), &empty, now));
+        black_box(engine.decide_tool_labelled(p, "mail__send", Some(a), empty, *now));
         cn.push(t.elapsed());
     }
     let (t50, t99) = percentiles(tr);
@@ -161,7 +182,7 @@ fn percentile_pass() {
     let (l50, l99) = percentiles(cl);
     let (e50, e99) = percentiles(cn);
     let (a50, a99) = percentiles(adv);
-    println!("percentiles over 20000 interleaved calls ({} stored fields in the session):", s.field_count());
+    println!("percentiles over 20000 interleaved calls ({} stored fields in the session):", setup.s.field_count());
     println!("  provenance: trace args + join per role:  p50 {:>7.2} µs   p99 {:>7.2} µs", us(t50), us(t99));
     println!("  labels off (empty view):                 p50 {:>7.2} µs   p99 {:>7.2} µs", us(n50), us(n99));
     println!("  adversarial: body shared by every field: p50 {:>7.2} µs   p99 {:>7.2} µs  (2,000 calls)", us(a50), us(a99));
@@ -178,16 +199,10 @@ fn bench(c: &mut Criterion) {
     if std::env::var_os("LABELS_BENCH_NO_PERCENTILES").is_none() {
         percentile_pass();
     }
-    let s = session();
-    let a = args();
-    let roles = roles();
-    let intent = IntentValues::default();
-    let (engine, p) = engine();
-    let now = SystemTime::now();
-    let view = LabelView::build(s.session_label().clone(), s.trace_args(Some(&a), &intent), Some(&a), &roles, false);
-    let empty = LabelView::empty(false);
+    let setup = Setup::new();
+    let Setup { engine, p, now, view, empty, a, .. } = &setup;
     let mut g = c.benchmark_group("provenance");
-    g.bench_function("trace_1000_fields", |b| b.iter(|| LabelView::build(s.session_label().clone(), s.trace_args(Some(black_box(&a)), &intent), Some(&a), &roles, false)));
+    g.bench_function("trace_1000_fields", |b| b.iter(|| setup.trace()));
     g.bench_function("no_labels", |b| b.iter(|| LabelView::empty(black_box(false))));
     g.finish();
     c.bench_function("join_and_check", |b| {
@@ -197,8 +212,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     let mut g = c.benchmark_group("cedar");
-    g.bench_function("with_labels", |b| b.iter(|| engine.decide_tool_labelled(&p, "mail__send", Some(black_box(&a)), &view, now)));
-    g.bench_function("without_labels", |b| b.iter(|| engine.decide_tool_labelled(&p, "mail__send", Some(black_box(&a)), &empty, now)));
+    g.bench_function("with_labels", |b| b.iter(|| engine.decide_tool_labelled(p, "mail__send", Some(black_box(a)), view, *now)));
+    g.bench_function("without_labels", |b| b.iter(|| engine.decide_tool_labelled(p, "mail__send", Some(black_box(a)), empty, *now)));
     g.finish();
 }
 

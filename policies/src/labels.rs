@@ -323,9 +323,9 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
     };
     // The parts that carry data: structuredContent, and every text content (parsed when it is
     // JSON, so that the rule's paths apply to it too).
-    let mut parts: Vec<(String, Value)> = Vec::new();
+    let mut parts: Vec<(String, std::borrow::Cow<'_, Value>)> = Vec::new();
     if let Some(sc) = result.get("structuredContent") {
-        parts.push(("/structuredContent".into(), sc.clone()));
+        parts.push(("/structuredContent".into(), std::borrow::Cow::Borrowed(sc)));
     }
     if let Some(Value::Array(content)) = result.get("content") {
         for (i, c) in content.iter().enumerate() {
@@ -334,8 +334,8 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
                 let parsed = serde_json::from_str::<Value>(t).ok().filter(|v| v.is_object() || v.is_array());
                 match parsed {
                     Some(v) if result.get("structuredContent") == Some(&v) => {}
-                    Some(v) => parts.push((format!("/content/{i}/text"), v)),
-                    None => parts.push((format!("/content/{i}/text"), Value::String(t.to_owned()))),
+                    Some(v) => parts.push((format!("/content/{i}/text"), std::borrow::Cow::Owned(v))),
+                    None => parts.push((format!("/content/{i}/text"), std::borrow::Cow::Owned(Value::String(t.to_owned())))),
                 }
             }
         }
@@ -344,7 +344,7 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
     if let Some(Value::Array(contents)) = result.get("contents") {
         for (i, c) in contents.iter().enumerate() {
             if let Some(t) = c.get("text").and_then(Value::as_str) {
-                parts.push((format!("/contents/{i}/text"), Value::String(t.to_owned())));
+                parts.push((format!("/contents/{i}/text"), std::borrow::Cow::Owned(Value::String(t.to_owned()))));
             }
         }
     }
@@ -353,7 +353,7 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
         // The label of the whole part, and of each item when the rule labels items.
         let mut items: Vec<(String, u32)> = Vec::new();
         let root = match (declared, input.rule) {
-            (Some(d), _) => declared_label(d, "", &origin("")).unwrap_or_else(|| default_label.clone()),
+            (Some(d), _) => declared_label(d, &origin("")).unwrap_or_else(|| default_label.clone()),
             (None, Some(rule)) => match &rule.each {
                 Some(each) => {
                     let mut joined = Label::bottom();
@@ -375,11 +375,11 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
             if b.fields.len() >= MAX_FIELDS_PER_RESULT {
                 return;
             }
-            let label = match per_field.and_then(|f| f.get(&format!("{base}{ptr}"))).and_then(|d| declared_label(d, "", &origin(ptr))) {
+            let label = match per_field.and_then(|f| f.get(&format!("{base}{ptr}"))).and_then(|d| declared_label(d, &origin(ptr))) {
                 Some(l) => intern(&mut b, l),
                 None => items.iter().filter(|(p, _)| ptr == p || ptr.starts_with(&format!("{p}/"))).map(|(_, id)| *id).next_back().unwrap_or(root_id),
             };
-            let text: String = text.chars().take(MAX_FIELD_CHARS).collect();
+            let text = truncate(text, MAX_FIELD_CHARS).to_owned();
             b.fields.push(FieldRec { path: format!("{base}{ptr}"), text, label });
         });
     }
@@ -390,7 +390,7 @@ pub fn label_result(input: &LabelInput<'_>, result: &Value) -> ResultBatch {
 }
 
 /// A label an upstream declared: `{"trusted": bool, "readers": [..] | "public"}`.
-fn declared_label(d: &Value, _ptr: &str, origin: &str) -> Option<Label> {
+fn declared_label(d: &Value, origin: &str) -> Option<Label> {
     let trusted = d.get("trusted").and_then(Value::as_bool).unwrap_or(false);
     let readers = match d.get("readers") {
         Some(Value::String(s)) if s == "public" => None,
@@ -622,6 +622,9 @@ fn shingle_hash(win: &[&str]) -> u64 {
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
+    if s.len() <= max_chars {
+        return s;
+    }
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => &s[..i],
         None => s,
