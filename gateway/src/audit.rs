@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clawgate_policies::integrity::canonical;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 /// The hash a chain starts from.
@@ -48,7 +47,9 @@ impl Audit {
             Err(e) => return Err(format!("{}: cannot read audit log: {e}", path.display())),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(path.to_owned(), prev, rx, Arc::clone(&dropped)));
+        // A thread of its own: blocking file writes never occupy (or hop through) the runtime.
+        let (path, dropped2) = (path.to_owned(), Arc::clone(&dropped));
+        std::thread::Builder::new().name("clawgate-audit".into()).spawn(move || writer(path, prev, rx, dropped2)).map_err(|e| format!("cannot start the audit writer: {e}"))?;
         Ok(Self { tx: Some(tx), dropped })
     }
 
@@ -79,35 +80,46 @@ fn chain(prev: &str, rec: &Value) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-async fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Value>, dropped: Arc<AtomicU64>) {
-    let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
-    let mut file = match file {
+fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Value>, dropped: Arc<AtomicU64>) {
+    use std::io::Write as _;
+    let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("{}: cannot open audit log: {e}", path.display());
             return;
         }
     };
-    while let Some(mut rec) = rx.recv().await {
-        if let Some(o) = rec.as_object_mut() {
-            let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
-            o.insert("ts_ms".into(), json!(u64::try_from(ms).unwrap_or(u64::MAX)));
-            let lost = dropped.swap(0, Ordering::Relaxed);
-            if lost > 0 {
-                o.insert("dropped_before".into(), lost.into());
+    let mut batch = Vec::new();
+    let mut buf = String::new();
+    // Records that queued up while the last batch was written go out in one write.
+    while rx.blocking_recv_many(&mut batch, 256) > 0 {
+        buf.clear();
+        let mut last = prev.clone();
+        for mut rec in batch.drain(..) {
+            if let Some(o) = rec.as_object_mut() {
+                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+                o.insert("ts_ms".into(), json!(u64::try_from(ms).unwrap_or(u64::MAX)));
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    o.insert("dropped_before".into(), lost.into());
+                }
+                o.insert("prev".into(), last.clone().into());
             }
-            o.insert("prev".into(), prev.clone().into());
+            let hash = chain(&last, &rec);
+            if let Some(o) = rec.as_object_mut() {
+                o.insert("hash".into(), hash.clone().into());
+            }
+            buf.push_str(&rec.to_string());
+            buf.push('\n');
+            last = hash;
         }
-        let hash = chain(&prev, &rec);
-        if let Some(o) = rec.as_object_mut() {
-            o.insert("hash".into(), hash.clone().into());
-        }
-        let line = format!("{rec}\n");
-        if let Err(e) = file.write_all(line.as_bytes()).await.and(file.flush().await) {
+        // All or nothing per batch: on a failed write the chain goes on from the last record
+        // that is on disk.
+        if let Err(e) = file.write_all(buf.as_bytes()) {
             tracing::error!("{}: audit write failed: {e}", path.display());
             continue;
         }
-        prev = hash;
+        prev = last;
     }
 }
 

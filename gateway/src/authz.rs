@@ -274,6 +274,12 @@ impl Authz {
             Some(_) => Some(Arc::new(Engine::build(&sources, &inv.0, opts).map_err(|e| e.to_string())?)),
             None => None,
         };
+        if let Some(e) = &engine
+            && !cfg.labels.enabled
+            && let Some(id) = e.reading_context("labels").first()
+        {
+            return Err(format!("{}: key `labels.enabled`: labels are off, but policy `{id}` reads context.labels (it would never see a label, so it could never deny)", cfg.source.display()));
+        }
         let schemas = self.schemas_for(&inv.1);
         if let Some(e) = &engine {
             for w in &e.warnings {
@@ -493,5 +499,19 @@ mod tests {
     #[test]
     fn the_anonymous_principal_prepares() {
         assert_eq!(Principal::anonymous().unwrap().id(), "anonymous");
+    }
+
+    #[test]
+    fn labels_off_refuses_policies_that_read_labels() {
+        let cfg = |policy: &str| {
+            let text = format!("[labels]\nenabled = false\n[policy]\ninline = '{policy}'\n[[upstream]]\nname = \"u\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\n");
+            crate::config::Config::parse(&text, std::path::Path::new("gw.toml"), std::path::Path::new("/"), &|_| None).unwrap()
+        };
+        let e = Authz::new(&cfg("@id(\"r\") forbid (principal, action, resource) when { context has labels && context.labels.strict };")).err().unwrap();
+        assert!(e.contains("gw.toml") && e.contains("labels.enabled") && e.contains("`r`"), "{e}");
+        // A policy that never reads labels loads, and so does the same one with labels on.
+        assert!(Authz::new(&cfg("permit (principal, action, resource) when { context has time };")).is_ok());
+        let on = crate::config::Config::parse("[policy]\ninline = 'forbid (principal, action, resource) when { context has labels };'\n", std::path::Path::new("gw.toml"), std::path::Path::new("/"), &|_| None).unwrap();
+        assert!(Authz::new(&on).is_ok());
     }
 }

@@ -93,12 +93,37 @@ pub struct Config {
     /// `None` when the config has no `[policy]` section: every call is then denied.
     pub policy: Option<PolicyConfig>,
     pub labels: LabelsConfig,
+    /// `None` when the config has no `[rate_limit]` section: no call is rate limited.
+    pub rate_limit: Option<RateLimitConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[rate_limit]`: in-memory call rate limits, per gateway process.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Calls per principal across all tools; `None` when only per-tool limits are set.
+    pub all: Option<clawgate_policies::ratelimit::Quota>,
+    /// Most keys each limiter remembers (principals, or principal and tool pairs).
+    pub max_keys: usize,
+    /// `[[rate_limit.tool]]`, in config order (the first whose `name` matches applies, on top
+    /// of `all`).
+    pub tools: Vec<RateLimitTool>,
+}
+
+/// `[[rate_limit.tool]]`: calls per principal and tool, for the tools `name` matches.
+#[derive(Debug, Clone)]
+pub struct RateLimitTool {
+    /// The client-visible tool name; `*` matches any run of characters.
+    pub name: String,
+    pub quota: clawgate_policies::ratelimit::Quota,
 }
 
 /// `[labels]`: data-flow labels (docs/labels.md).
 #[derive(Debug, Clone)]
 pub struct LabelsConfig {
+    /// `false`: no label is traced or recorded, and a policy that reads `context.labels` is
+    /// refused at load (it would see nothing and so could never deny).
+    pub enabled: bool,
     /// `None`: in memory (one process). `Some(url)`: Redis, shared by replicas.
     pub redis_url: Option<String>,
     /// How long a label-store operation may take before the call is denied.
@@ -119,7 +144,7 @@ pub struct LabelsConfig {
 
 impl Default for LabelsConfig {
     fn default() -> Self {
-        Self { redis_url: None, timeout: Duration::from_millis(250), ttl: Duration::from_secs(24 * 3600), max_fields: 4096, max_results: 10_000, min_match_len: 5, strict: false, tools: Vec::new() }
+        Self { enabled: true, redis_url: None, timeout: Duration::from_millis(250), ttl: Duration::from_secs(24 * 3600), max_fields: 4096, max_results: 10_000, min_match_len: 5, strict: false, tools: Vec::new() }
     }
 }
 
@@ -401,13 +426,35 @@ struct RawConfig {
     policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
     labels: RawLabels,
+    rate_limit: Option<Spanned<RawRateLimit>>,
     #[serde(default)]
     upstream: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    calls: Option<Spanned<u64>>,
+    per: Option<Spanned<String>>,
+    burst: Option<Spanned<u64>>,
+    max_keys: Option<Spanned<usize>>,
+    #[serde(default)]
+    tool: Vec<Spanned<RawRateLimitTool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimitTool {
+    name: Spanned<String>,
+    calls: Spanned<u64>,
+    per: Spanned<String>,
+    burst: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLabels {
+    enabled: Option<bool>,
     store: Option<Spanned<String>>,
     redis_url: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "de_opt_duration")]
@@ -850,7 +897,8 @@ impl Config {
             }
         };
         let labels = parse_labels(&raw.labels, env).map_err(|(span, key, message)| err(span, Some(key), message))?;
-        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, auth, policy, labels, upstreams })
+        let rate_limit = raw.rate_limit.as_ref().map(parse_rate_limit).transpose().map_err(|(span, key, message)| err(span, Some(key), message))?;
+        Ok(Config { source: file.to_owned(), listen, limits: raw.limits, pins, audit, admin, auth, policy, labels, rate_limit, upstreams })
     }
 }
 
@@ -919,6 +967,7 @@ fn parse_labels(r: &RawLabels, env: &dyn Fn(&str) -> Option<String>) -> Result<L
         None => Ok(def),
     };
     Ok(LabelsConfig {
+        enabled: r.enabled.unwrap_or(true),
         redis_url,
         timeout: r.timeout.unwrap_or(d.timeout),
         ttl: r.ttl.unwrap_or(d.ttl),
@@ -928,6 +977,52 @@ fn parse_labels(r: &RawLabels, env: &dyn Fn(&str) -> Option<String>) -> Result<L
         strict: r.strict,
         tools,
     })
+}
+
+fn parse_rate_limit(section: &Spanned<RawRateLimit>) -> Result<RateLimitConfig, KeyError> {
+    use clawgate_policies::ratelimit::{DEFAULT_MAX_KEYS, Quota};
+    let r = section.get_ref();
+    // One quota from its written parts; an invalid one is reported at the key at fault.
+    let quota = |prefix: &str, calls: &Spanned<u64>, per: &Spanned<String>, burst: Option<&Spanned<u64>>| -> Result<Quota, KeyError> {
+        let d = parse_duration(per.get_ref()).map_err(|m| (Some(per.span()), format!("{prefix}.per"), m))?;
+        Quota::new(*calls.get_ref(), d, burst.map(|b| *b.get_ref())).map_err(|e| {
+            let span = match e.key() {
+                "per" => per.span(),
+                "burst" => burst.map_or(calls.span(), Spanned::span),
+                _ => calls.span(),
+            };
+            (Some(span), format!("{prefix}.{}", e.key()), e.to_string())
+        })
+    };
+    let all = match (&r.calls, &r.per) {
+        (Some(c), Some(p)) => Some(quota("rate_limit", c, p, r.burst.as_ref())?),
+        (Some(c), None) => return Err((Some(c.span()), "rate_limit.per".into(), "missing: `calls` needs `per`".into())),
+        (None, Some(p)) => return Err((Some(p.span()), "rate_limit.calls".into(), "missing: `per` needs `calls`".into())),
+        (None, None) => {
+            if let Some(b) = &r.burst {
+                return Err((Some(b.span()), "rate_limit.burst".into(), "only valid with `calls` and `per`".into()));
+            }
+            None
+        }
+    };
+    let max_keys = match &r.max_keys {
+        Some(m) if *m.get_ref() == 0 => return Err((Some(m.span()), "rate_limit.max_keys".into(), "must be greater than zero".into())),
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_KEYS,
+    };
+    let mut tools = Vec::new();
+    for (i, t) in r.tool.iter().enumerate() {
+        let prefix = format!("rate_limit.tool[{i}]");
+        let t = t.get_ref();
+        if t.name.get_ref().is_empty() {
+            return Err((Some(t.name.span()), format!("{prefix}.name"), "must not be empty".into()));
+        }
+        tools.push(RateLimitTool { name: t.name.get_ref().clone(), quota: quota(&prefix, &t.calls, &t.per, t.burst.as_ref())? });
+    }
+    if all.is_none() && tools.is_empty() {
+        return Err((Some(section.span()), "rate_limit".into(), "needs `calls` and `per`, or at least one `[[rate_limit.tool]]`".into()));
+    }
+    Ok(RateLimitConfig { all, max_keys, tools })
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.
@@ -1081,6 +1176,45 @@ mod tests {
         let q = parse(QUICKSTART).unwrap();
         assert!(q.labels.redis_url.is_none() && !q.labels.tools.is_empty(), "the quickstart keeps labels in memory");
         assert!(glob("demo__*", "demo__read") && glob("*__send_*", "mail__send_email") && !glob("demo__*", "chat__x") && glob("a", "a") && !glob("a*b", "ab_"));
+    }
+
+    #[test]
+    fn rate_limit_config_and_errors_naming_the_key() {
+        use std::time::Duration;
+        assert!(parse("").unwrap().rate_limit.is_none(), "no section, no limiting");
+        let cfg = parse("[rate_limit]\ncalls = 600\nper = \"1m\"\nburst = 100\nmax_keys = 5000\n[[rate_limit.tool]]\nname = \"mail__send_*\"\ncalls = 10\nper = \"1m\"\nburst = 2\n[[rate_limit.tool]]\nname = \"x\"\ncalls = 1\nper = \"1s\"\n").unwrap();
+        let r = cfg.rate_limit.unwrap();
+        let all = r.all.unwrap();
+        assert_eq!((all.calls(), all.per(), all.burst(), r.max_keys), (600, Duration::from_secs(60), 100, 5000));
+        assert_eq!((r.tools[0].name.as_str(), r.tools[0].quota.calls(), r.tools[0].quota.burst()), ("mail__send_*", 10, 2));
+        assert_eq!(r.tools[1].quota.burst(), 1, "burst defaults to calls");
+        let r = parse("[rate_limit]\ncalls = 3\nper = \"2s\"\n").unwrap().rate_limit.unwrap();
+        assert_eq!((r.all.unwrap().burst(), r.max_keys, r.tools.len()), (3, 100_000, 0));
+        assert!(parse("[[rate_limit.tool]]\nname = \"a\"\ncalls = 1\nper = \"1s\"\n").unwrap().rate_limit.unwrap().all.is_none(), "per-tool limits alone");
+        let bad = |text: &str, key: &str, line: Option<usize>| {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.key.as_deref(), e.line), (Some(key), line), "{e}");
+            assert!(e.to_string().starts_with("test.toml:"), "{e}");
+        };
+        bad("[rate_limit]\ncalls = 0\nper = \"1m\"\n", "rate_limit.calls", Some(2));
+        bad("[rate_limit]\ncalls = 10\nper = \"soon\"\n", "rate_limit.per", Some(3));
+        bad("[rate_limit]\ncalls = 10\nper = \"0s\"\n", "rate_limit.per", Some(3));
+        bad("[rate_limit]\ncalls = 10\nper = \"1m\"\nburst = 0\n", "rate_limit.burst", Some(4));
+        bad("[rate_limit]\ncalls = 10\nper = \"1m\"\nmax_keys = 0\n", "rate_limit.max_keys", Some(4));
+        bad("[rate_limit]\ncalls = -1\nper = \"1m\"\n", "rate_limit.calls", Some(2));
+        bad("[rate_limit]\ncalls = 10\n", "rate_limit.per", Some(2));
+        bad("[rate_limit]\nper = \"1m\"\n", "rate_limit.calls", Some(2));
+        bad("[rate_limit]\nburst = 3\n", "rate_limit.burst", Some(2));
+        bad("[rate_limit]\ncalls = 10\nper = \"1m\"\n[[rate_limit.tool]]\nname = \"a\"\ncalls = 0\nper = \"1m\"\n", "rate_limit.tool[0].calls", Some(6));
+        bad("[rate_limit]\ncalls = 10\nper = \"1m\"\n[[rate_limit.tool]]\nname = \"a\"\ncalls = 1\nper = \"1 minute\"\n", "rate_limit.tool[0].per", Some(7));
+        bad("[[rate_limit.tool]]\nname = \"\"\ncalls = 1\nper = \"1m\"\n", "rate_limit.tool[0].name", Some(2));
+        let e = parse("[[rate_limit.tool]]\nname = \"a\"\nper = \"1m\"\n").unwrap_err();
+        assert!(e.message.contains("calls"), "{e}");
+        let e = parse("[rate_limit]\ncalls = 10\nper = \"1m\"\nrate = 5\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("rate"), "{e}");
+        let e = parse("[rate_limit]\nmax_keys = 10\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rate_limit"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl LabelStore {
         Ok(Self { cfg: cfg.clone(), mirrors: Mutex::new(HashMap::new()), redis })
     }
 
+    /// `[labels] enabled`: whether calls are traced and results recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
     pub fn shared(&self) -> bool {
         self.redis.is_some()
     }

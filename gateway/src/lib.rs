@@ -7,7 +7,7 @@
 //! - [`pipeline`]: the gateway core and the ordered call path of every request.
 //! - [`authz`]: authentication (Biscuit tokens, API keys, anonymous) and the policy state the
 //!   decide stage reads (token verifier, Cedar engine, argument schemas), swapped atomically.
-//! - [`stages`]: the seams of that path still to be filled (labels, rate limits, result labels).
+//! - [`stages`]: the facts every stage of that path sees, and the rate-limit stage.
 //! - [`catalog`]: federation — namespaced, merged tool/prompt lists and URI routing — with
 //!   pins, quarantine, sanitising and operator overrides applied.
 //! - [`pins`]: the lockfile (`clawgate.lock`).

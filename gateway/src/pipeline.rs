@@ -112,6 +112,8 @@ pub struct Gateway {
     pub audit: Audit,
     pub authz: Authz,
     pub labels: crate::labels::LabelStore,
+    /// `[rate_limit]`: per principal (and per principal and tool), in this process.
+    pub rate_limit: stages::RateLimiter,
 }
 
 /// Resolves once the gateway starts shutting down.
@@ -152,11 +154,13 @@ impl Gateway {
             tracing::warn!(target: "clawgate::policy", "no [policy] section: every call is denied");
         }
         let labels = crate::labels::LabelStore::new(&cfg.labels).map_err(|e| CallError::InvalidRequest(format!("labels: {e}")))?;
+        let rate_limit = stages::RateLimiter::new(cfg.rate_limit.as_ref()).map_err(CallError::InvalidRequest)?;
         let (changes, _) = broadcast::channel(256);
         let gw = Arc::new(Self {
             audit,
             authz,
             labels,
+            rate_limit,
             sessions: Sessions::new(cfg.limits.max_sessions, cfg.limits.session_idle_timeout),
             lists: Mutex::new(vec![None; slots.len()]),
             listed: Mutex::new(vec![false; slots.len()]),
@@ -428,7 +432,9 @@ impl Gateway {
         // Stage "label": where each argument value came from, and who may read it. A store
         // that cannot answer in time denies the call.
         let scope = label_scope(caller);
-        let view = if method == "tools/call" {
+        let view = if method == "tools/call" && !self.labels.enabled() {
+            Some(LabelView::empty(false))
+        } else if method == "tools/call" {
             let names: Vec<&str> = catalog.tool_defs.get(&target).and_then(|d| d.pointer("/inputSchema/properties")).and_then(Value::as_object).map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
             let roles = self.labels.roles(&target, names.iter().copied());
             let intent = &principal.prepared().info.intent;
@@ -450,7 +456,16 @@ impl Gateway {
             None => self.authz.decide_other(&state, principal, method, &slot.cfg.name, &target, now),
         };
         let shadow = state.mode == PolicyMode::Shadow;
-        self.audit_decision(principal, &info, &decision, &digest, shadow, view.as_ref());
+        // Stage "rate-limit": per principal, and per principal and tool (`[rate_limit]`). Only
+        // calls that would go through count, and the limit is checked before a human is asked
+        // to approve. A refusal is the call's one audited decision.
+        if (shadow || !matches!(decision, Decision::Deny(_)))
+            && let Err(den) = self.rate_limit.check(principal.id(), &target, std::time::Instant::now())
+        {
+            self.audit_decision(principal, &info, &Decision::Deny(den.clone()), &digest, false, None);
+            return Err(CallError::Denied(den));
+        }
+        self.audit_decision(principal, &info, &decision, &digest, shadow, view.as_ref().filter(|_| self.labels.enabled()));
         match (&decision, shadow) {
             (Decision::Allow { .. }, _) => {}
             (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
@@ -461,8 +476,6 @@ impl Gateway {
                 }
             }
         }
-        // Stage "rate-limit".
-        stages::rate_limit(&info).map_err(|stages::RateLimited| CallError::InvalidRequest("rate limited".into()))?;
 
         // Stage "dispatch": rewrite the name back to the upstream's and send. The client's own
         // credentials never travel: upstream requests carry only operator-configured headers.
@@ -487,6 +500,7 @@ impl Gateway {
         // they cannot be recorded the result is withheld: data the gateway cannot trace never
         // reaches the model.
         if matches!(method, "tools/call" | "resources/read")
+            && self.labels.enabled()
             && let Some(result) = resp.get("result")
             && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, result).await
         {

@@ -46,7 +46,7 @@ pub struct Session {
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     next_request: AtomicU64,
     /// The client's in-flight requests, by their JSON id text, for `notifications/cancelled`.
-    inflight: Mutex<HashMap<String, AbortHandle>>,
+    inflight: Mutex<HashMap<String, Canceller>>,
     pub subscriptions: Mutex<HashSet<String>>,
     /// The level from the client's last `logging/setLevel`.
     pub log_level: Mutex<Option<String>>,
@@ -140,7 +140,7 @@ impl Session {
         }
     }
 
-    fn track(self: &Arc<Self>, client_id: &Value, handle: AbortHandle) -> Untrack {
+    fn track(self: &Arc<Self>, client_id: &Value, handle: Canceller) -> Untrack {
         let key = client_id.to_string();
         lock(&self.inflight).insert(key.clone(), handle);
         Untrack { session: Arc::clone(self), key }
@@ -151,7 +151,7 @@ impl Session {
     pub fn cancel(&self, client_id: &Value) -> bool {
         match lock(&self.inflight).remove(&client_id.to_string()) {
             Some(h) => {
-                h.abort();
+                h.cancel();
                 true
             }
             None => false,
@@ -160,13 +160,31 @@ impl Session {
 
     pub async fn close(&self) {
         for (_, h) in lock(&self.inflight).drain() {
-            h.abort();
+            h.cancel();
         }
         lock(&self.pending).clear();
         *lock(&self.standalone) = None;
         let ups: Vec<Upstream> = lock(&self.own_upstreams).drain().map(|(_, u)| u).collect();
         for u in ups {
             u.shutdown().await;
+        }
+    }
+}
+
+/// How an in-flight request is cancelled: its task aborted, or its inline future told to stop
+/// (which drops the call, and so cancels it upstream too).
+enum Canceller {
+    Abort(AbortHandle),
+    Signal(oneshot::Sender<()>),
+}
+
+impl Canceller {
+    fn cancel(self) {
+        match self {
+            Self::Abort(h) => h.abort(),
+            Self::Signal(tx) => {
+                let _ = tx.send(());
+            }
         }
     }
 }
@@ -196,10 +214,32 @@ where
         let _untrack = go_rx.await.ok().flatten();
         fut.await
     });
-    let guard = session.map(|s| s.track(client_id, task.abort_handle()));
+    let guard = session.map(|s| s.track(client_id, Canceller::Abort(task.abort_handle())));
     // If the task is already gone, the guard comes back here and is dropped: no stale entry.
     let _ = go_tx.send(guard);
     task
+}
+
+/// A client request's future, run inline by the caller (no task of its own: on the HTTP front
+/// the response future drives it, and dropping that future drops the call), registered under
+/// the client's request id so that `notifications/cancelled` ends it. Resolves to `None` if it
+/// was cancelled.
+pub fn tracked<F>(session: Option<&Arc<Session>>, client_id: &Value, fut: F) -> impl std::future::Future<Output = Option<F::Output>> + Send + 'static
+where
+    F: std::future::Future + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel::<()>();
+    let guard = session.map(|s| s.track(client_id, Canceller::Signal(tx)));
+    async move {
+        let _untrack = guard;
+        // Only a sent signal cancels: a sender dropped unsent (no session to register with, or
+        // an entry replaced by a request reusing the id) leaves the call running.
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            Ok(()) = rx => None,
+        }
+    }
 }
 
 /// All live sessions, bounded in number and swept when idle.

@@ -662,6 +662,24 @@ impl Engine {
         self.origins.get(id)
     }
 
+    /// The ids of the policies that read `context.<attr>` (an attribute access or `has`).
+    pub fn reading_context(&self, attr: &str) -> Vec<String> {
+        fn reads(v: &Value, attr: &str) -> bool {
+            match v {
+                Value::Object(o) => {
+                    let direct = ["." , "has"].iter().any(|op| {
+                        o.get(*op).is_some_and(|x| x.get("attr").and_then(Value::as_str) == Some(attr) && x.pointer("/left/Var").and_then(Value::as_str) == Some("context"))
+                    });
+                    direct || o.values().any(|x| reads(x, attr))
+                }
+                Value::Array(a) => a.iter().any(|x| reads(x, attr)),
+                _ => false,
+            }
+        }
+        // A policy that cannot be rendered is counted as reading it (the caller refuses).
+        self.all.policies().filter(|p| p.to_json().map_or(true, |j| reads(&j, attr))).map(|p| p.annotation("id").map_or_else(|| p.id().to_string(), str::to_owned)).collect()
+    }
+
     /// How many policies a call to `tool` evaluates.
     pub fn slice_len(&self, tool: &str) -> Option<usize> {
         self.tools.get(tool).map(|t| t.slice.policies().count())

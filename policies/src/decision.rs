@@ -12,7 +12,7 @@ pub enum EngineKind {
     Biscuit,
     Cedar,
     Schema,
-    /// The gateway itself (approval flow, engine not ready).
+    /// The gateway itself (approval flow, engine not ready, rate limits).
     Gateway,
     /// The data-flow label store.
     Labels,
@@ -53,6 +53,8 @@ pub enum DenyReason {
     /// The label store could not be reached in time: labels are unknown, so the call is
     /// denied (or its result withheld).
     LabelStoreUnavailable,
+    /// The principal (or the principal on this tool) is over its `[rate_limit]`.
+    RateLimited,
 }
 
 impl DenyReason {
@@ -67,6 +69,7 @@ impl DenyReason {
             DenyReason::ApprovalRequired => "approval_required",
             DenyReason::ApprovalDenied => "approval_denied",
             DenyReason::LabelStoreUnavailable => "label_store_unavailable",
+            DenyReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -93,6 +96,7 @@ impl std::fmt::Display for Denial {
             DenyReason::ApprovalRequired => "this call needs human approval and the client cannot be asked",
             DenyReason::ApprovalDenied => "approval was not given",
             DenyReason::LabelStoreUnavailable => "the label store is unavailable, so data-flow labels are unknown",
+            DenyReason::RateLimited => "too many calls",
         };
         f.write_str(what)?;
         if !self.policies.is_empty() {

@@ -11,6 +11,8 @@
 //! - [`decision`]: the combined decision (deny wins, errors deny).
 //! - [`labels`]: data-flow labels (integrity, readers, origins), result labelling rules, and
 //!   the per-session provenance index that traces argument values to earlier results.
+//! - [`ratelimit`]: per-key call rate limits (GCRA, in memory, bounded, sharded; the caller
+//!   passes the time in).
 //! - [`integrity`]: canonical definitions and their digests (pins), structural diffs, the text
 //!   sanitiser, and the poisoning heuristics for tool descriptions.
 
@@ -19,4 +21,5 @@ pub mod cedar;
 pub mod decision;
 pub mod integrity;
 pub mod labels;
+pub mod ratelimit;
 pub mod token;

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{CallError, status_for_code};
 use crate::pipeline::{Caller, CallerEra, Gateway};
-use crate::session::{Session, spawn_tracked};
+use crate::session::{Session, tracked};
 use crate::authz::Principal;
 
 const SESSION: &str = "mcp-session-id";
@@ -424,11 +424,10 @@ async fn run(
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(64);
     let caller = caller(out_tx);
     let gw = Arc::clone(&app.gw);
-    let mut task = spawn_tracked(session.as_ref(), &id, async move { gw.handle_request(&caller, msg).await });
-    let abort = AbortOnDrop(task.abort_handle());
-    let finish = |res: Result<Value, tokio::task::JoinError>| -> Value {
-        res.unwrap_or_else(|_| jsonrpc::error(id.clone(), jsonrpc::code::INTERNAL_ERROR, "request cancelled", None))
-    };
+    // The call runs inline, driven by this response future (or by the SSE stream's task):
+    // no task hop per request, and when the client goes away the call is dropped with it.
+    let mut task = Box::pin(tracked(session.as_ref(), &id, async move { gw.handle_request(&caller, msg).await }));
+    let finish = |res: Option<Value>| -> Value { res.unwrap_or_else(|| jsonrpc::error(id.clone(), jsonrpc::code::INTERNAL_ERROR, "request cancelled", None)) };
     let status_of = |resp: &Value| -> StatusCode {
         match resp.get("error").and_then(|e| e.get("code")).and_then(Value::as_i64) {
             Some(code) if stateless => status_for_code(code),
@@ -453,7 +452,6 @@ async fn run(
             }
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             tokio::spawn(async move {
-                let _abort = abort;
                 if tx.send(sse_chunk(&first)).await.is_err() { return; }
                 loop {
                     tokio::select! {
@@ -465,7 +463,7 @@ async fn run(
                             while let Ok(m) = out_rx.try_recv() {
                                 let _ = tx.send(sse_chunk(&m)).await;
                             }
-                            if let Ok(resp) = res {
+                            if let Some(resp) = res {
                                 let _ = tx.send(sse_chunk(&resp)).await;
                             }
                             return;
@@ -476,21 +474,31 @@ async fn run(
             sse_response(rx)
         }
         res = &mut task => {
-            // Messages queued just before the response still go first, by need.
-            if let Ok(first) = out_rx.try_recv()
-                && let Some(s) = &session { s.send_standalone(first); }
+            // The call can finish in the same poll that queued related messages (it runs
+            // inline): they still go first, by need, on an SSE response if the client takes
+            // one, else on the session's standalone stream.
             let resp = finish(res);
+            let mut queued = Vec::new();
+            while let Ok(m) = out_rx.try_recv() {
+                queued.push(m);
+            }
+            if queued.is_empty() {
+                return json_response(status_of(&resp), &resp, None);
+            }
+            if sse_ok {
+                let (tx, rx) = mpsc::channel::<Bytes>(queued.len() + 1);
+                for m in queued.iter().chain(std::iter::once(&resp)) {
+                    let _ = tx.try_send(sse_chunk(m));
+                }
+                return sse_response(rx);
+            }
+            if let Some(s) = &session {
+                for m in queued {
+                    s.send_standalone(m);
+                }
+            }
             json_response(status_of(&resp), &resp, None)
         }
-    }
-}
-
-/// Aborts the call when the client goes away (its response future or SSE stream is dropped).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
