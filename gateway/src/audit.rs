@@ -73,10 +73,15 @@ impl Audit {
 }
 
 fn chain(prev: &str, rec: &Value) -> String {
+    chain_text(prev, &canonical::canonical_json(rec))
+}
+
+/// The chain hash over a record's canonical text.
+fn chain_text(prev: &str, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(canonical::canonical_json(rec).as_bytes());
+    h.update(canonical.as_bytes());
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
@@ -105,12 +110,19 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Value>, droppe
                 }
                 o.insert("prev".into(), last.clone().into());
             }
-            let hash = chain(&last, &rec);
-            if let Some(o) = rec.as_object_mut() {
-                o.insert("hash".into(), hash.clone().into());
+            // Serialised once: the canonical form is hashed and is also the line written, with
+            // `hash` appended (`verify` removes it and re-canonicalises the rest to the same text).
+            let canon = canonical::canonical_json(&rec);
+            let hash = chain_text(&last, &canon);
+            match canon.strip_suffix('}') {
+                Some(body) if body.len() > 1 => {
+                    buf.push_str(body);
+                    buf.push_str(",\"hash\":\"");
+                }
+                _ => buf.push_str("{\"hash\":\""),
             }
-            buf.push_str(&rec.to_string());
-            buf.push('\n');
+            buf.push_str(&hash);
+            buf.push_str("\"}\n");
             last = hash;
         }
         // All or nothing per batch: on a failed write the chain goes on from the last record
