@@ -9,7 +9,8 @@
 #      in front of real servers                                              scripts/interop.sh
 #   5. the official MCP conformance suite through clawgate, both protocol eras, compared with
 #      the fixture alone and the checked-in baseline                          scripts/conformance.sh
-#   6. short smoke runs of the load generator, relay and tools/list (CI does not gate on timings)
+#   6. short smoke runs of the load harness: relay, full pipeline, both eras, tools/list, memory
+#      (CI does not gate on timings; it gates on the harness working and every call succeeding)
 #
 # Every suite runs even if an earlier one failed; the exit code is non-zero if any failed.
 set -uo pipefail
@@ -39,12 +40,17 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace
 step "interop" bash scripts/interop.sh
 step "conformance" bash scripts/conformance.sh
-step "load smoke" cargo run -q -p clawgate-load-tests -- \
-  --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream \
-  --sessions 1,4 --slice 0.3 --rounds 1 --arg-size 1024
-step "tools/list smoke" cargo run -q -p clawgate-load-tests -- --scenario tools-list \
-  --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream \
-  --upstreams 10 --tools 50 --slice 0.3 --rounds 1
+# The load harness end to end, debug builds, short slices: direct, relay-only and the full
+# pipeline (token, 100 policies, schemas, labels, rate limit, audit) on both eras, the work
+# tool, tools/list over 10 x 50 tools, and RSS with 200 sessions. The peer proxy and
+# server-everything runs are in load-tests/bench.sh (installing mcp-proxy compiles it).
+LOAD=(cargo run -q -p clawgate-load-tests -- --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream)
+step "load smoke" "${LOAD[@]}" --systems direct,relay,full --sessions 1,4 --slice 0.3 --rounds 1 --arg-size 1024,16384
+step "load smoke (2026-07-28)" "${LOAD[@]}" --era stateless --systems direct,relay,full --sessions 2 --slice 0.3 --rounds 1
+step "load smoke (work)" "${LOAD[@]}" --tool work --work-ms 1 --systems direct,full --sessions 2 --slice 0.3 --rounds 1
+step "load smoke (server-everything)" bash -c '. .cache/env.sh && "$@" --upstream everything --everything "$CLAWGATE_NPM_BIN/mcp-server-everything" --systems direct,full --sessions 2 --slice 0.3 --rounds 1' _ "${LOAD[@]}"
+step "tools/list smoke" "${LOAD[@]}" --scenario tools-list --upstreams 10 --tools 50 --slice 0.3 --rounds 1
+step "memory smoke" "${LOAD[@]}" --scenario memory --idle-sessions 200
 
 echo
 if [ "$failed" -gt 0 ]; then

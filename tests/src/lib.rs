@@ -123,7 +123,17 @@ impl Client {
             "protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "clawgate-tests", "version": "1"}}});
         let r = c.auth(c.http.post(&c.url)).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_string()).send().await?;
         let sid = r.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned).context("no session id")?;
-        let v: Value = serde_json::from_str(&r.text().await?)?;
+        let sse = r.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/event-stream"));
+        let text = r.text().await?;
+        // Some servers (the TypeScript SDK's) answer `initialize` on an SSE stream.
+        let v: Value = if sse {
+            let mut dec = clawgate_adapters::sse::Decoder::new(64 << 20);
+            let events = dec.feed(text.as_bytes())?;
+            let first = events.into_iter().find(|e| !e.data.is_empty()).context("initialize: an SSE stream without a message")?;
+            serde_json::from_str(&first.data)?
+        } else {
+            serde_json::from_str(&text)?
+        };
         if v.get("result").is_none() {
             bail!("initialize failed: {v}");
         }
@@ -202,6 +212,10 @@ impl Client {
         let mut related = Vec::new();
         while let Some(chunk) = stream.next().await {
             for ev in dec.feed(&chunk?)? {
+                // A priming event (an id and empty data, for resumption) carries no message.
+                if ev.data.is_empty() {
+                    continue;
+                }
                 let msg: Value = serde_json::from_str(&ev.data)?;
                 if msg.get("id") == Some(&json!(id)) && msg.get("method").is_none() {
                     return Ok(Exchange { status, response: msg, related, sse: true });
