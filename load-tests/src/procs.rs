@@ -181,7 +181,7 @@ pub async fn start_gateway(bin: &str, upstreams: &[(String, String)], pipeline: 
             let key = scratch.file(&format!("root-{port}.pub"), &public)?;
             let policies = scratch.0.join(format!("policies-{port}"));
             std::fs::create_dir_all(&policies)?;
-            std::fs::write(policies.join("bench.cedar"), BENCH_POLICIES.replace("Action::\"fx__echo\"", &format!("Action::\"{}\"", if target.tool == "work" { "fx__echo".to_owned() } else { target.name() })))?;
+            std::fs::write(policies.join("bench.cedar"), bench_policies(target))?;
             std::fs::write(&schema, target.stricter_schema().to_string())?;
             let audit = scratch.0.join(format!("audit-{port}.jsonl"));
             let _ = write!(
@@ -243,6 +243,15 @@ pub async fn start_mcp_proxy(bin: &str, upstream: &str, target: &Target, scratch
 /// the bench tools' arguments and principal, and 90 policies over the fixture's generated
 /// tools (which a call's slice leaves out, as it would in a real deployment).
 pub const BENCH_POLICIES: &str = include_str!("../policies/bench.cedar");
+
+/// The policy set for `target`: server-everything's `echo` takes the place of the fixture's.
+fn bench_policies(target: &Target) -> String {
+    if target.tool == "echo" {
+        BENCH_POLICIES.replace("Action::\"fx__echo\"", &format!("Action::\"{}\"", target.name()))
+    } else {
+        BENCH_POLICIES.to_owned()
+    }
+}
 
 /// The generated tools the policy set names (`fixture-upstream --extra-tools`).
 pub const BENCH_EXTRA_TOOLS: usize = 45;
