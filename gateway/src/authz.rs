@@ -266,7 +266,7 @@ impl Authz {
             api_keys.push((Sha256::digest(k.key.as_bytes()).into(), Arc::new(p)));
         }
         let (sources, mode, opts) = match &cfg.policy {
-            Some(p) => (read_sources(p, &cfg.source)?, p.mode, EngineOptions { utc_offset_minutes: p.utc_offset_minutes }),
+            Some(p) => (read_sources(p, &cfg.source)?, p.mode, EngineOptions { utc_offset_minutes: p.utc_offset_minutes, ..EngineOptions::default() }),
             None => (Vec::new(), PolicyMode::Enforce, EngineOptions::default()),
         };
         let inv = self.inventory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -170,7 +170,7 @@ pub async fn diff(config: Option<&Path>, old: &Path, new: &Path, calls_file: &Pa
     };
     let gw = probe(&cfg).await?;
     let inv = gw.authz.inventory();
-    let opts = EngineOptions { utc_offset_minutes: cfg.policy.as_ref().map_or(0, |p| p.utc_offset_minutes) };
+    let opts = EngineOptions { utc_offset_minutes: cfg.policy.as_ref().map_or(0, |p| p.utc_offset_minutes), ..EngineOptions::default() };
     let load = |dir: &Path| -> anyhow::Result<Engine> {
         let pc = crate::config::PolicyConfig { dir: Some(dir.to_owned()), inline: None, embedded: Vec::new(), mode: Default::default(), utc_offset_minutes: 0, approval_timeout: Duration::from_secs(1) };
         let sources: Vec<PolicySource> = authz::read_sources(&pc, &cfg.source).map_err(|e| anyhow::anyhow!(e))?;

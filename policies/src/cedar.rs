@@ -164,7 +164,8 @@ pub struct PreparedPrincipal {
     uid: EntityUid,
     groups: Vec<EntityUid>,
     entities: Vec<Entity>,
-    intent: RestrictedExpression,
+    /// `context.intent`'s attributes (a call builds the ones its slice reads).
+    intent: Vec<(String, CtxVal)>,
     /// Identifies everything about the principal that its entities hold (id, kind, task,
     /// groups): the key of the engine's per-principal caches.
     key: String,
@@ -190,13 +191,11 @@ impl PreparedPrincipal {
             ("task".to_owned(), RestrictedExpression::new_string(info.task.clone().unwrap_or_default())),
         ]);
         entities.push(Entity::new(me.clone(), attrs, parents).map_err(|e| e.to_string())?);
-        let set = |s: &BTreeSet<String>| RestrictedExpression::new_set(s.iter().map(|v| RestrictedExpression::new_string(v.clone())));
-        let intent = RestrictedExpression::new_record([
-            ("recipients".to_owned(), set(&info.intent.recipients)),
-            ("accounts".to_owned(), set(&info.intent.accounts)),
-            ("urls".to_owned(), set(&info.intent.urls)),
-        ])
-        .map_err(|e| e.to_string())?;
+        let intent = vec![
+            ("recipients".to_owned(), CtxVal::strings(info.intent.recipients.iter())),
+            ("accounts".to_owned(), CtxVal::strings(info.intent.accounts.iter())),
+            ("urls".to_owned(), CtxVal::strings(info.intent.urls.iter())),
+        ];
         Ok(Self { info, uid: me, groups, entities, intent, key })
     }
 }
@@ -295,12 +294,12 @@ fn write_ty(out: &mut String, ty: &Ty) {
 }
 
 /// Builds the Cedar value of `v` for type `ty`. Fields the type leaves out are skipped.
-fn value_of(ty: &Ty, v: &Value) -> Result<RestrictedExpression, String> {
+fn value_of(ty: &Ty, v: &Value) -> Result<CtxVal, String> {
     match (ty, v) {
-        (Ty::Str, Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
-        (Ty::Long, Value::Number(n)) => n.as_i64().map(RestrictedExpression::new_long).ok_or_else(|| format!("{n} is not a 64-bit integer")),
-        (Ty::Bool, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
-        (Ty::Set(t), Value::Array(items)) => Ok(RestrictedExpression::new_set(items.iter().map(|i| value_of(t, i)).collect::<Result<Vec<_>, _>>()?)),
+        (Ty::Str, Value::String(s)) => Ok(CtxVal::Str(s.clone())),
+        (Ty::Long, Value::Number(n)) => n.as_i64().map(CtxVal::Long).ok_or_else(|| format!("{n} is not a 64-bit integer")),
+        (Ty::Bool, Value::Bool(b)) => Ok(CtxVal::Bool(*b)),
+        (Ty::Set(t), Value::Array(items)) => Ok(CtxVal::Set(items.iter().map(|i| value_of(t, i)).collect::<Result<Vec<_>, _>>()?)),
         (Ty::Record(fields), Value::Object(o)) => {
             let mut pairs = Vec::with_capacity(fields.len());
             for f in fields {
@@ -310,9 +309,51 @@ fn value_of(ty: &Ty, v: &Value) -> Result<RestrictedExpression, String> {
                     None => {}
                 }
             }
-            RestrictedExpression::new_record(pairs).map_err(|e| e.to_string())
+            Ok(CtxVal::Record(pairs))
         }
         (ty, v) => Err(format!("expected {}, got {}", ty_name(ty), json_kind(v))),
+    }
+}
+
+/// A context value before it becomes a Cedar expression; also (with the principal and tool)
+/// the key of the decision cache, so the cache key is by construction exactly what Cedar sees.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CtxVal {
+    Bool(bool),
+    Long(i64),
+    Str(String),
+    Set(Vec<CtxVal>),
+    Record(Vec<(String, CtxVal)>),
+    Unknown(&'static str),
+}
+
+impl CtxVal {
+    fn expr(&self) -> Result<RestrictedExpression, String> {
+        Ok(match self {
+            CtxVal::Bool(b) => RestrictedExpression::new_bool(*b),
+            CtxVal::Long(n) => RestrictedExpression::new_long(*n),
+            CtxVal::Str(s) => RestrictedExpression::new_string(s.clone()),
+            CtxVal::Set(items) => RestrictedExpression::new_set(items.iter().map(CtxVal::expr).collect::<Result<Vec<_>, _>>()?),
+            CtxVal::Record(fields) => {
+                let pairs = fields.iter().map(|(k, v)| Ok((k.clone(), v.expr()?))).collect::<Result<Vec<_>, String>>()?;
+                RestrictedExpression::new_record(pairs).map_err(|e| e.to_string())?
+            }
+            CtxVal::Unknown(name) => RestrictedExpression::new_unknown(*name),
+        })
+    }
+
+    /// About how many bytes it holds (a cache entry's weight).
+    fn weight(&self) -> usize {
+        16 + match self {
+            CtxVal::Str(s) => s.len(),
+            CtxVal::Set(items) => items.iter().map(CtxVal::weight).sum(),
+            CtxVal::Record(fields) => fields.iter().map(|(k, v)| k.len() + v.weight()).sum(),
+            _ => 0,
+        }
+    }
+
+    fn strings<'a>(it: impl Iterator<Item = &'a String>) -> Self {
+        CtxVal::Set(it.map(|s| CtxVal::Str(s.clone())).collect())
     }
 }
 
@@ -365,34 +406,55 @@ pub fn arg_names(schema: &Value) -> Vec<String> {
 }
 
 /// A label as a Cedar `Label` record.
-fn label_expr(l: &crate::labels::Label) -> RestrictedExpression {
-    let set = |it: &mut dyn Iterator<Item = &String>| RestrictedExpression::new_set(it.map(|v| RestrictedExpression::new_string(v.clone())).collect::<Vec<_>>());
-    let readers = match &l.readers {
-        None => RestrictedExpression::new_set(Vec::new()),
-        Some(r) => set(&mut r.iter()),
+/// One label as a Cedar record, with the attributes `reads` needs under `path`.
+fn label_val(l: &crate::labels::Label, reads: &Reads, path: &[&str]) -> CtxVal {
+    let want = |attr: &str| {
+        let mut full = [""; 5];
+        let n = path.len().min(4);
+        full[..n].copy_from_slice(&path[..n]);
+        full[n] = attr;
+        reads.needs(&full[..=n])
     };
-    // Four distinct literal keys: cannot fail.
-    RestrictedExpression::new_record([
-        ("trusted".to_owned(), RestrictedExpression::new_bool(l.trusted)),
-        ("public".to_owned(), RestrictedExpression::new_bool(l.readers.is_none())),
-        ("readers".to_owned(), readers),
-        ("origins".to_owned(), set(&mut l.origins.iter())),
-    ])
-    .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+    let mut pairs = Vec::with_capacity(4);
+    if want("trusted") {
+        pairs.push(("trusted".to_owned(), CtxVal::Bool(l.trusted)));
+    }
+    if want("public") {
+        pairs.push(("public".to_owned(), CtxVal::Bool(l.readers.is_none())));
+    }
+    if want("readers") {
+        pairs.push(("readers".to_owned(), l.readers.as_ref().map_or(CtxVal::Set(Vec::new()), |r| CtxVal::strings(r.iter()))));
+    }
+    if want("origins") {
+        pairs.push(("origins".to_owned(), CtxVal::strings(l.origins.iter())));
+    }
+    CtxVal::Record(pairs)
 }
 
-/// `context.labels` for a call on a tool with argument names `names`.
-fn labels_expr(v: &crate::labels::LabelView, names: &[String]) -> Result<RestrictedExpression, String> {
-    let args = v.args.iter().filter(|(k, _)| names.contains(k)).map(|(k, a)| (k.clone(), label_expr(&a.label)));
-    RestrictedExpression::new_record([
-        ("session".to_owned(), label_expr(&v.session)),
-        ("control".to_owned(), label_expr(&v.control)),
-        ("data".to_owned(), label_expr(&v.data)),
-        ("recipients".to_owned(), RestrictedExpression::new_set(v.recipients.iter().map(|r| RestrictedExpression::new_string(r.clone())).collect::<Vec<_>>())),
-        ("strict".to_owned(), RestrictedExpression::new_bool(v.strict)),
-        ("args".to_owned(), RestrictedExpression::new_record(args).map_err(|e| e.to_string())?),
-    ])
-    .map_err(|e| e.to_string())
+/// `context.labels` for a call on a tool with argument names `names`, with what `reads` needs.
+fn labels_val(v: &crate::labels::LabelView, names: &[String], reads: &Reads) -> CtxVal {
+    let mut pairs = Vec::with_capacity(6);
+    for (key, label) in [("session", &v.session), ("control", &v.control), ("data", &v.data)] {
+        if reads.needs(&["labels", key]) {
+            pairs.push((key.to_owned(), label_val(label, reads, &["labels", key])));
+        }
+    }
+    if reads.needs(&["labels", "recipients"]) {
+        pairs.push(("recipients".to_owned(), CtxVal::strings(v.recipients.iter())));
+    }
+    if reads.needs(&["labels", "strict"]) {
+        pairs.push(("strict".to_owned(), CtxVal::Bool(v.strict)));
+    }
+    if reads.needs(&["labels", "args"]) {
+        let args = v
+            .args
+            .iter()
+            .filter(|(k, _)| names.contains(k) && reads.needs(&["labels", "args", k.as_str()]))
+            .map(|(k, a)| (k.clone(), label_val(&a.label, reads, &["labels", "args", k.as_str()])))
+            .collect();
+        pairs.push(("args".to_owned(), CtxVal::Record(args)));
+    }
+    CtxVal::Record(pairs)
 }
 
 fn plain(name: &str) -> bool {
@@ -473,6 +535,72 @@ struct ToolEntry {
     /// The action (with its groups), the tool and its upstream: the static entities of a call.
     entities: Entities,
     slice: PolicySet,
+    /// What the slice can read of `context`: the rest is never built.
+    reads: Reads,
+}
+
+/// The parts of `context` a policy set can read, as the maximal access paths under it
+/// (`context.labels.data.public` is `["labels", "data", "public"]`; `has` counts as a read).
+/// A context value is built only where some path runs through it or ends above it, so an
+/// omitted attribute is one no policy in the set can observe: the decision is the same as with
+/// the whole context, and a policy that somehow did read one would error, which denies.
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    all: bool,
+    paths: Vec<Vec<String>>,
+}
+
+impl Reads {
+    /// Reads everything (the context is built whole).
+    pub fn everything() -> Self {
+        Self { all: true, paths: Vec::new() }
+    }
+
+    /// The reads of every policy in `set`. A policy that cannot be rendered reads everything.
+    pub fn of(set: &PolicySet) -> Self {
+        let mut out = Self::default();
+        for p in set.policies() {
+            match p.to_json() {
+                Ok(j) => visit_reads(&j, &mut out.paths),
+                Err(_) => return Self::everything(),
+            }
+            if out.paths.iter().any(Vec::is_empty) {
+                return Self::everything();
+            }
+        }
+        out.paths.sort();
+        out.paths.dedup();
+        out
+    }
+
+    /// Whether anything at `path`, above it or below it can be read.
+    pub fn needs(&self, path: &[&str]) -> bool {
+        self.all || self.paths.iter().any(|q| q.iter().zip(path).all(|(a, b)| a == b))
+    }
+}
+
+/// Collects the maximal `context.a.b…` chains in a policy's JSON form. `context` used whole
+/// (compared, passed to a function) is the empty path: everything.
+fn visit_reads(v: &Value, out: &mut Vec<Vec<String>>) {
+    fn chain(v: &Value) -> Option<Vec<String>> {
+        let o = v.as_object()?;
+        let node = o.get(".").or_else(|| o.get("has"))?;
+        let attr = node.get("attr")?.as_str()?.to_owned();
+        let left = node.get("left")?;
+        let mut path = if left.get("Var").and_then(Value::as_str) == Some("context") { Vec::new() } else { chain(left)? };
+        path.push(attr);
+        Some(path)
+    }
+    if let Some(path) = chain(v) {
+        out.push(path);
+        return;
+    }
+    match v {
+        Value::Object(o) if o.get("Var").and_then(Value::as_str) == Some("context") => out.push(Vec::new()),
+        Value::Object(o) => o.values().for_each(|x| visit_reads(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| visit_reads(x, out)),
+        _ => {}
+    }
 }
 
 /// A validated policy set bound to one tool set. Immutable (but for its caches); the gateway
@@ -493,7 +621,21 @@ pub struct Engine {
     /// Per (principal, tool): the tool's slice narrowed to the policies whose principal scope
     /// can match this principal, and the call's entities with the principal's added.
     per_principal: std::sync::Mutex<HashMap<(String, String), Prepared>>,
+    /// Verdicts of `tools/call` decisions by (principal, tool, the context built): Cedar is
+    /// deterministic and the engine immutable, so an equal key is an equal verdict.
+    decisions: std::sync::Mutex<HashMap<DecisionKey, Verdict, ahash::RandomState>>,
+    decision_cache: usize,
 }
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal: String,
+    tool: String,
+    context: Pairs,
+}
+
+/// The heaviest context a cached decision may hold (bytes, about).
+const DECISION_MAX_WEIGHT: usize = 4_096;
 
 /// A tool's slice narrowed to one principal, and that call's entities.
 type Prepared = std::sync::Arc<(PolicySet, Entities)>;
@@ -521,10 +663,22 @@ fn first_offset(d: &dyn miette::Diagnostic) -> Option<usize> {
 }
 
 /// Options that shape decisions.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     /// Offset of `context.time` from UTC, in minutes.
     pub utc_offset_minutes: i32,
+    /// Most `tools/call` verdicts kept by (principal, tool, context read); 0 turns the cache
+    /// off. Cleared when full, and with the engine on every reload.
+    pub decision_cache: usize,
+}
+
+/// [`EngineOptions::decision_cache`] by default.
+pub const DECISION_CACHE: usize = 1_024;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { utc_offset_minutes: 0, decision_cache: DECISION_CACHE }
+    }
 }
 
 impl Engine {
@@ -627,7 +781,8 @@ impl Engine {
             let entities = Entities::from_entities(ents, None).map_err(|e| gen_err(e.to_string()))?;
             let slice = slice_for(&all, &action, &groups, &resource, &[up])?;
             let args = type_of(&t.input_schema, 0).unwrap_or(Ty::Record(Vec::new()));
-            tools.insert(t.name.clone(), ToolEntry { action, resource, args, arg_names: arg_names(&t.input_schema), entities, slice });
+            let reads = Reads::of(&slice);
+            tools.insert(t.name.clone(), ToolEntry { action, resource, args, arg_names: arg_names(&t.input_schema), entities, slice, reads });
         }
         let prompt_action = uid("Action", "get_prompt").map_err(gen_err)?;
         let resource_action = uid("Action", "read_resource").map_err(gen_err)?;
@@ -645,6 +800,8 @@ impl Engine {
             warnings,
             utc_offset_minutes: opts.utc_offset_minutes,
             per_principal: std::sync::Mutex::new(HashMap::new()),
+            decisions: std::sync::Mutex::new(HashMap::default()),
+            decision_cache: opts.decision_cache,
         })
     }
 
@@ -700,15 +857,37 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), format!("arguments cannot be typed for the policies: {e}")),
         };
-        let labels = match labels_expr(labels, &t.arg_names) {
-            Ok(l) => l,
-            Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), format!("labels cannot be typed for the policies: {e}")),
-        };
-        let ctx = self.context([("args", args), ("labels", labels)], p);
+        // Only what the tool's slice can read is built (see [`Reads`]); the arguments are typed
+        // either way, so a call whose arguments cannot be typed is still denied.
+        let mut pairs: Vec<(&str, CtxVal)> = Vec::with_capacity(2);
+        if t.reads.needs(&["args"]) {
+            pairs.push(("args", args));
+        }
+        if t.reads.needs(&["labels"]) {
+            pairs.push(("labels", labels_val(labels, &t.arg_names, &t.reads)));
+        }
+        let ctx = self.with_time(self.context(pairs, p, &t.reads), now, &t.reads);
+        let cacheable = self.decision_cache > 0 && ctx.iter().map(|(k, v)| k.len() + v.weight()).sum::<usize>() <= DECISION_MAX_WEIGHT;
+        if !cacheable {
+            let Some(prepared) = self.for_principal(p, tool, t) else {
+                return Verdict::deny(DenyKind::Error, Vec::new(), "the principal's entities conflict with the tool's".into());
+            };
+            return self.run_with(p, &t.action, &t.resource, &ctx, &prepared.1, &prepared.0);
+        }
+        let key = DecisionKey { principal: p.key.clone(), tool: tool.to_owned(), context: ctx };
+        if let Some(hit) = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return hit.clone();
+        }
         let Some(prepared) = self.for_principal(p, tool, t) else {
             return Verdict::deny(DenyKind::Error, Vec::new(), "the principal's entities conflict with the tool's".into());
         };
-        self.run_with(p, &t.action, &t.resource, ctx, &prepared.1, &prepared.0, now)
+        let verdict = self.run_with(p, &t.action, &t.resource, &key.context, &prepared.1, &prepared.0);
+        let mut cache = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= self.decision_cache {
+            cache.clear();
+        }
+        cache.insert(key, verdict.clone());
+        verdict
     }
 
     /// The tool's slice narrowed to `p` and the call's entities, built once per (principal,
@@ -748,8 +927,9 @@ impl Engine {
     /// callable: the answer over-approximates, so a callable tool is never hidden.
     pub fn tool_visible(&self, p: &PreparedPrincipal, tool: &str, now: SystemTime) -> bool {
         let Some(t) = self.tools.get(tool) else { return false };
-        let ctx = self.context([("args", RestrictedExpression::new_unknown("args")), ("labels", RestrictedExpression::new_unknown("labels"))], p);
-        let ctx = self.with_time(ctx, now);
+        let all = Reads::everything();
+        let ctx = self.with_time(self.context([("args", CtxVal::Unknown("args")), ("labels", CtxVal::Unknown("labels"))], p, &all), now, &all);
+        let Ok(ctx) = to_context(&ctx) else { return true };
         let Some(prepared) = self.for_principal(p, tool, t) else { return false };
         let Ok(req) = Request::new(p.uid.clone(), t.action.clone(), t.resource.clone(), ctx, None) else { return false };
         let resp = Authorizer::new().is_authorized_partial(&req, &prepared.0, &prepared.1);
@@ -778,35 +958,41 @@ impl Engine {
             }
             ents.extend(p.entities.iter().cloned());
             let entities = Entities::from_entities(ents, None).map_err(|e| e.to_string())?;
-            let extra: Vec<(&str, RestrictedExpression)> = uri.map(|u| ("uri", RestrictedExpression::new_string(u.to_owned()))).into_iter().collect();
-            Ok((resource, self.context(extra, p), entities))
+            let extra: Vec<(&str, CtxVal)> = uri.map(|u| ("uri", CtxVal::Str(u.to_owned()))).into_iter().collect();
+            let all = Reads::everything();
+            Ok((resource, self.with_time(self.context(extra, p, &all), now, &all), entities))
         })();
         match built {
-            Ok((resource, ctx, entities)) => self.run_with(p, &a.action, &resource, ctx, &entities, &a.slice, now),
+            Ok((resource, ctx, entities)) => self.run_with(p, &a.action, &resource, &ctx, &entities, &a.slice),
             Err(e) => Verdict::deny(DenyKind::Error, Vec::new(), e),
         }
     }
 
-    fn context<'a>(&self, extra: impl IntoIterator<Item = (&'a str, RestrictedExpression)>, p: &PreparedPrincipal) -> Pairs {
+    fn context<'a>(&self, extra: impl IntoIterator<Item = (&'a str, CtxVal)>, p: &PreparedPrincipal, reads: &Reads) -> Pairs {
         let mut pairs: Pairs = extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        pairs.push(("intent".into(), p.intent.clone()));
+        if reads.needs(&["intent"]) {
+            let parts = p.intent.iter().filter(|(k, _)| reads.needs(&["intent", k])).cloned().collect();
+            pairs.push(("intent".into(), CtxVal::Record(parts)));
+        }
         pairs
     }
 
-    fn with_time(&self, mut pairs: Pairs, now: SystemTime) -> Context {
-        pairs.push(("time".into(), time_record(now, self.utc_offset_minutes)));
-        // Every key is distinct and every value a plain literal, so this cannot fail; if it
-        // did, an empty context makes every policy that reads it error, which denies.
-        Context::from_pairs(pairs).unwrap_or_else(|_| Context::empty())
+    fn with_time(&self, mut pairs: Pairs, now: SystemTime, reads: &Reads) -> Pairs {
+        if reads.needs(&["time"]) {
+            pairs.push(("time".into(), time_val(now, self.utc_offset_minutes)));
+        }
+        pairs
     }
 
     fn entities_with(&self, base: &Entities, p: &PreparedPrincipal) -> Option<Entities> {
         base.clone().add_entities(p.entities.iter().cloned(), None).ok()
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the parts of one Cedar request")]
-    fn run_with(&self, p: &PreparedPrincipal, action: &EntityUid, resource: &EntityUid, ctx: Pairs, entities: &Entities, slice: &PolicySet, now: SystemTime) -> Verdict {
-        let ctx = self.with_time(ctx, now);
+    fn run_with(&self, p: &PreparedPrincipal, action: &EntityUid, resource: &EntityUid, ctx: &Pairs, entities: &Entities, slice: &PolicySet) -> Verdict {
+        let ctx = match to_context(ctx) {
+            Ok(c) => c,
+            Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), format!("the context cannot be built: {e}")),
+        };
         let req = match Request::new(p.uid.clone(), action.clone(), resource.clone(), ctx, None) {
             Ok(r) => r,
             Err(e) => return Verdict::deny(DenyKind::Error, Vec::new(), e.to_string()),
@@ -831,7 +1017,14 @@ impl Engine {
 }
 
 /// Context entries before they become a [`Context`].
-type Pairs = Vec<(String, RestrictedExpression)>;
+type Pairs = Vec<(String, CtxVal)>;
+
+/// The Cedar context of `pairs`. Keys are distinct and values plain literals, so this fails
+/// only on a bug; the caller then denies.
+fn to_context(pairs: &Pairs) -> Result<Context, String> {
+    let exprs = pairs.iter().map(|(k, v)| Ok((k.clone(), v.expr()?))).collect::<Result<Vec<_>, String>>()?;
+    Context::from_pairs(exprs).map_err(|e| e.to_string())
+}
 
 fn gen_err(message: impl Into<String>) -> LoadError {
     LoadError { file: "<generated entities>".into(), line: None, message: message.into() }
@@ -879,19 +1072,22 @@ fn slice_by_action(all: &PolicySet, action: &EntityUid) -> Result<PolicySet, Loa
 
 /// `context.time` for `now` at `offset` minutes from UTC.
 pub fn time_record(now: SystemTime, offset_minutes: i32) -> RestrictedExpression {
+    time_val(now, offset_minutes).expr().unwrap_or_else(|_| RestrictedExpression::new_long(0))
+}
+
+fn time_val(now: SystemTime, offset_minutes: i32) -> CtxVal {
     let unix = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let local = unix + i64::from(offset_minutes) * 60;
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
     // 1970-01-01 was a Thursday (4).
     let weekday = (days + 3).rem_euclid(7) + 1;
-    RestrictedExpression::new_record([
-        ("unix".to_owned(), RestrictedExpression::new_long(unix)),
-        ("hour".to_owned(), RestrictedExpression::new_long(secs / 3600)),
-        ("minute".to_owned(), RestrictedExpression::new_long((secs % 3600) / 60)),
-        ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
+    CtxVal::Record(vec![
+        ("unix".to_owned(), CtxVal::Long(unix)),
+        ("hour".to_owned(), CtxVal::Long(secs / 3600)),
+        ("minute".to_owned(), CtxVal::Long((secs % 3600) / 60)),
+        ("weekday".to_owned(), CtxVal::Long(weekday)),
     ])
-    .unwrap_or_else(|_| RestrictedExpression::new_long(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -924,4 +1120,30 @@ pub enum DenyKind {
     NoPermit,
     /// Evaluation failed somewhere: fail closed.
     Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::unwrap_used, reason = "test helper: a panic is a failed test")]
+    fn reads(text: &str) -> Reads {
+        Reads::of(&PolicySet::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn reads_are_the_maximal_context_paths() {
+        let r = reads(r#"permit (principal, action, resource) when { !context.labels.data.public && !context.labels.data.readers.containsAll(context.labels.recipients) && context.args has cursor };"#);
+        assert!(r.needs(&["labels", "data", "public"]) && r.needs(&["labels", "data", "readers"]) && r.needs(&["labels", "recipients"]));
+        assert!(r.needs(&["labels"]) && r.needs(&["args", "cursor"]), "a parent of a read is built");
+        assert!(!r.needs(&["labels", "data", "origins"]) && !r.needs(&["labels", "session"]) && !r.needs(&["time"]) && !r.needs(&["args", "id"]));
+        // A record used whole is built whole.
+        let r = reads(r#"permit (principal, action, resource) when { context.labels.control == context.labels.data };"#);
+        assert!(r.needs(&["labels", "control", "origins"]) && !r.needs(&["labels", "session"]));
+        // The whole context: everything.
+        let r = reads(r#"permit (principal, action, resource) when { context == context };"#);
+        assert!(r.needs(&["anything", "at", "all"]));
+        // No condition: nothing.
+        assert!(!reads("permit (principal, action, resource);").needs(&["labels"]));
+    }
 }

@@ -462,6 +462,24 @@ fn norm(s: &str) -> String {
 
 /// Whitespace runs collapsed to single spaces, trimmed.
 fn collapse(s: &str) -> String {
+    if s.is_ascii() {
+        // The same split, bytewise: for ASCII, `char::is_whitespace` is exactly these.
+        let mut out = Vec::with_capacity(s.len());
+        let mut gap = false;
+        for &b in s.as_bytes() {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r') {
+                gap = !out.is_empty();
+            } else {
+                if gap {
+                    out.push(b' ');
+                    gap = false;
+                }
+                out.push(b);
+            }
+        }
+        // ASCII in, ASCII out: always UTF-8.
+        return String::from_utf8(out).unwrap_or_default();
+    }
     let mut out = String::with_capacity(s.len());
     for w in s.split_whitespace() {
         if !out.is_empty() {
@@ -495,6 +513,10 @@ fn id_line(s: &str) -> String {
 
 fn ids(s: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // Every id holds an ASCII digit (an IBAN's third character, any other id somewhere).
+    if !s.bytes().any(|b| b.is_ascii_digit()) {
+        return out;
+    }
     let words: Vec<&str> = s.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')).filter(|w| !w.is_empty()).collect();
     let mut i = 0;
     while i < words.len() {
@@ -562,8 +584,9 @@ fn urls(lower: &str) -> Vec<String> {
 pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
     let s = if s.len() > MAX_FIELD_CHARS * 4 { truncate(s, MAX_FIELD_CHARS) } else { s };
     let lower = s.to_lowercase();
-    point_keys(s, &lower, min_len, out);
-    for_each_shingle(&lower, |win| {
+    let whole = collapse(&lower);
+    point_keys(s, &lower, whole, min_len, out);
+    for_each_shingle(&lower, |win, _| {
         let mut text = String::with_capacity(win.iter().map(|w| w.len() + 1).sum());
         for (i, w) in win.iter().enumerate() {
             if i > 0 {
@@ -576,8 +599,7 @@ pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
 }
 
 /// The whole-value, email, URL and id keys (everything but shingles).
-fn point_keys(s: &str, lower: &str, min_len: usize, out: &mut Vec<Key>) {
-    let whole = collapse(lower);
+fn point_keys(s: &str, lower: &str, whole: String, min_len: usize, out: &mut Vec<Key>) {
     if whole.chars().count() >= min_len.max(1) {
         out.push(Key { kind: KeyKind::Whole, text: whole });
     }
@@ -594,31 +616,47 @@ fn point_keys(s: &str, lower: &str, min_len: usize, out: &mut Vec<Key>) {
     }
 }
 
-/// Calls `f` with every window of [`SHINGLE_WORDS`] words of already-lowercased text.
-fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str])) {
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+/// Calls `f` with every window of [`SHINGLE_WORDS`] words of already-lowercased text, and the
+/// window's [`shingle_hash`] (each word is hashed once, each window combines five).
+fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
+    let words: Vec<&str> = if lower.is_ascii() {
+        // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`.
+        lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect()
+    } else {
+        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect()
+    };
     if words.len() >= SHINGLE_WORDS {
-        for win in words.windows(SHINGLE_WORDS).take(MAX_SHINGLES) {
-            f(win);
+        let hashes: Vec<u64> = words.iter().take(MAX_SHINGLES + SHINGLE_WORDS - 1).map(|w| word_hash(w)).collect();
+        for (win, hs) in words.windows(SHINGLE_WORDS).zip(hashes.windows(SHINGLE_WORDS)).take(MAX_SHINGLES) {
+            f(win, combine_words(hs));
         }
     }
 }
 
-/// [`key_hash`] of a shingle, streamed from its words (no string is built).
-fn shingle_hash(win: &[&str]) -> u64 {
+/// FNV-1a over one word.
+fn word_hash(w: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
+    for b in w.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(KeyKind::Shingle as u8);
-    for (i, w) in win.iter().enumerate() {
-        if i > 0 {
-            eat(b' ');
-        }
-        w.bytes().for_each(&mut eat);
     }
     h
+}
+
+/// A shingle's index key from its words' hashes (order matters). Only an index: every hit is
+/// verified against the stored text.
+fn combine_words(hs: &[u64]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ KeyKind::Shingle as u64;
+    for x in hs {
+        h = (h.rotate_left(23) ^ x).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    }
+    h ^ (h >> 31)
+}
+
+/// [`key_hash`] of a shingle, from its words.
+fn shingle_hash(win: &[&str]) -> u64 {
+    let hs: Vec<u64> = win.iter().map(|w| word_hash(w)).collect();
+    combine_words(&hs)
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
@@ -631,14 +669,15 @@ fn truncate(s: &str, max_chars: usize) -> &str {
     }
 }
 
-/// FNV-1a over kind and text: the index key. Only an index: every hit is verified.
+/// The index key of kind and text: a shingle's is [`shingle_hash`] of its words, the others a
+/// keyed hash (the key is random per process; the index is never persisted, and keying keeps
+/// crafted collisions out). Only an index: every hit is verified.
 fn key_hash(kind: KeyKind, text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::iter::once(kind as u8).chain(text.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    if kind == KeyKind::Shingle {
+        return shingle_hash(&text.split(' ').collect::<Vec<_>>());
     }
-    h
+    KEYS.get_or_init(ahash::RandomState::new).hash_one((kind as u8, text))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,7 +723,9 @@ fn needle(k: &Key) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Clone)]
 pub struct SessionLabels {
     fields: HashMap<u64, Field, ahash::RandomState>,
-    index: HashMap<u64, Vec<u64>, ahash::RandomState>,
+    /// Key hash → the fields holding it. Most keys are in one field: inline, so a lookup that
+    /// hits costs one cache miss, not two.
+    index: HashMap<u64, smallvec::SmallVec<[u64; 2]>, ahash::RandomState>,
     /// (text, integrity, readers) → the field already holding it: a result that repeats a
     /// value with the same label adds nothing a decision could see (origins are informational),
     /// so it is not stored twice. Keeps tracing flat when a session echoes the same data.
@@ -720,8 +761,9 @@ impl IntentValues {
         Self(set)
     }
 
-    fn contains(&self, v: &str) -> bool {
-        !self.0.is_empty() && (self.0.contains(&norm(v)) || { let i = ids(v); !i.is_empty() && i.iter().all(|x| self.0.contains(x)) })
+    /// Whether `v` (whose [`norm`] is `normalised`) is an intent value, or made of intent ids.
+    fn contains_normalised(&self, normalised: &str, v: &str) -> bool {
+        !self.0.is_empty() && (self.0.contains(normalised) || { let i = ids(v); !i.is_empty() && i.iter().all(|x| self.0.contains(x)) })
     }
 }
 
@@ -807,7 +849,9 @@ impl SessionLabels {
         let v = if v.len() > MAX_FIELD_CHARS * 4 { truncate(v, MAX_FIELD_CHARS) } else { v };
         keys.clear();
         let lower = v.to_lowercase();
-        point_keys(v, &lower, self.min_len, keys);
+        let whole = collapse(&lower);
+        let is_intent = intent.contains_normalised(&whole, v);
+        point_keys(v, &lower, whole, self.min_len, keys);
         // Each field is verified once (a field already matched is not checked again), and
         // each distinct label is joined once: exact, and cheap when a phrase is common.
         let mut seen: std::collections::HashSet<u64, ahash::RandomState> = std::collections::HashSet::default();
@@ -841,8 +885,8 @@ impl SessionLabels {
             }
         }
         // Shingles are hashed straight from the words; the needle is built only on a hit.
-        for_each_shingle(&lower, |win| {
-            if let Some(ids) = self.index.get(&shingle_hash(win)) {
+        for_each_shingle(&lower, |win, hash| {
+            if let Some(ids) = self.index.get(&hash) {
                 check(ids, KeyKind::Shingle, &|| format!(" {} ", win.join(" ")), &mut seen);
             }
         });
@@ -853,7 +897,6 @@ impl SessionLabels {
             }
             m
         });
-        let is_intent = intent.contains(v);
         let l = match (matched, is_intent) {
             (Some(mut m), true) => {
                 out.sources.insert("matched");

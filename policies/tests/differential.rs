@@ -51,6 +51,8 @@ fn condition(rng: &mut Rng, tool: Option<&str>) -> String {
         "when { context.time.weekday > 5 }",
         "when { principal.kind == \"anonymous\" }",
         "when { context.intent.recipients.contains(\"bob@corp.example\") }",
+        // The whole context (the engine then builds all of it).
+        "when { context == context }",
         // Overflows whenever it is evaluated: an evaluation error.
         "when { context.time.unix * 9223372036854775807 > 0 }",
     ];
@@ -72,6 +74,17 @@ fn condition(rng: &mut Rng, tool: Option<&str>) -> String {
         // Any action, prompts and resources included: only what every action's context has.
         None => &["when { context.time.minute == 0 }"],
     };
+    // Label reads (tool actions only), down to single attributes and whole records: the engine
+    // builds only what a slice reads, which must never change a decision.
+    let labelled = [
+        "when { context.labels.session.trusted && context.labels.data.public }",
+        "unless { context.labels.control.origins.contains(\"x\") }",
+        "when { context.labels.control == context.labels.data }",
+        "when { context.labels has strict && !context.labels.strict }",
+    ];
+    if tool.is_some() && rng.chance(20) {
+        return rng.pick(&labelled).to_string();
+    }
     if rng.chance(50) { rng.pick(&generic).to_string() } else { rng.pick(specific).to_string() }
 }
 

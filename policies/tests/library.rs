@@ -77,7 +77,7 @@ fn business_hours() {
     assert!(!allows(&e, &alice, "demo__add_note", json!({"title": "a", "text": "b"}), late));
     // The same instant at UTC-10 is 09:00 on Monday: inside hours.
     let sources: Vec<PolicySource> = ["base-permit.cedar", "business-hours.cedar"].iter().map(|f| library_file(f)).collect();
-    let hawaii = Engine::build(&sources, &inventory(), EngineOptions { utc_offset_minutes: -600 }).unwrap();
+    let hawaii = Engine::build(&sources, &inventory(), EngineOptions { utc_offset_minutes: -600, ..EngineOptions::default() }).unwrap();
     assert!(allows(&hawaii, &alice, "demo__add_note", json!({"title": "a", "text": "b"}), late));
 }
 
@@ -263,5 +263,39 @@ mod label_rules {
         assert!(decide(&e, &view(Label::intent(), Label::bottom(), Label::bottom(), true, &args), &args).is_allow(), "nothing untrusted yet");
         let v = decide(&e, &view(Label::intent(), Label::bottom(), tainted, true, &args), &args);
         assert!(matches!(&v, Verdict::Ask { policy, .. } if policy == "labels-strict"), "{v:?}");
+    }
+
+    /// The verdict cache is keyed by what the slice reads: a call whose labels read differently
+    /// is decided afresh, and an equal one gets the same verdict as an uncached engine.
+    #[test]
+    fn cached_verdicts_follow_every_attribute_the_policies_read() {
+        let cached = engine(&["labels-trusted-control.cedar", "labels-readers.cedar"]);
+        let mut inv = inventory();
+        for t in &mut inv.tools {
+            if t.name == "demo__send_email" {
+                t.attrs.category = "messaging".into();
+            }
+        }
+        let sources: Vec<_> = ["base-permit.cedar", "labels-trusted-control.cedar", "labels-readers.cedar"].iter().map(|f| library_file(f)).collect();
+        let uncached = Engine::build(&sources, &inv, clawgate_policies::cedar::EngineOptions { decision_cache: 0, ..Default::default() }).unwrap();
+        let on = json!({"to": ["bob@corp.example"], "body": "b"});
+        let off = json!({"to": ["carol@corp.example"], "body": "b"});
+        let body = label(true, Some(THREAD));
+        let cases = [
+            view(Label::intent(), body.clone(), Label::bottom(), false, &on),
+            view(Label::model_generated(), body.clone(), Label::bottom(), false, &on),
+            view(Label::intent(), body.clone(), Label::bottom(), false, &off),
+            view(Label::intent(), Label::model_generated(), Label::bottom(), false, &off),
+        ];
+        let argses = [&on, &on, &off, &off];
+        let expected = [true, false, false, true];
+        // Twice round: the second pass is answered from the cache.
+        for round in 0..2 {
+            for ((v, args), want) in cases.iter().zip(argses).zip(expected) {
+                let a = decide(&cached, v, args);
+                assert_eq!(a, decide(&uncached, v, args), "round {round}");
+                assert_eq!(a.is_allow(), want, "round {round}: {a:?}");
+            }
+        }
     }
 }
