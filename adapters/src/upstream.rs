@@ -136,7 +136,7 @@ impl Conn {
                 t.send(msg, our_id, extra, timeout);
                 Ok(())
             }
-            Conn::Http(t) => t.post(&msg, None, &extra, timeout).await,
+            Conn::Http(t) => t.post(&msg, None, &extra, timeout, false).await.map(|_| ()),
         }
     }
     async fn closed(&self) {
@@ -287,24 +287,43 @@ impl Upstream {
         lock(&self.inner.pending).insert(id, Pending { tx, related, progress_token });
         let mut guard = InFlight { up: self, live: Some(Arc::clone(&live)), id };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if let Err(e) = live.conn.send(msg, Some(id), extra, remaining).await {
-            guard.live = None;
-            lock(&self.inner.pending).remove(&id);
-            return Err(UpstreamError::Transport(name, e));
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(resp))) => {
-                guard.live = None;
-                Ok(resp)
+        let mut rx = rx;
+        let answer = match &*live.conn {
+            // Over HTTP the POST runs here, in the caller's future, and its answer usually
+            // comes straight back: no hop through the transport's or the router's task.
+            Conn::Http(t) => {
+                let waited = async {
+                    let post = t.call(&msg, id, &extra, remaining);
+                    tokio::pin!(post);
+                    tokio::select! {
+                        biased;
+                        r = &mut post => match r {
+                            Ok(Some(v)) => Ok(v),
+                            // The answer went through the router, after related messages.
+                            Ok(None) => (&mut rx).await.unwrap_or(Err(TransportError::Closed)),
+                            Err(e) => Err(e),
+                        },
+                        r = &mut rx => r.unwrap_or(Err(TransportError::Closed)),
+                    }
+                };
+                tokio::time::timeout_at(deadline, waited).await
             }
-            Ok(Ok(Err(e))) => {
-                guard.live = None;
-                Err(UpstreamError::Transport(name, e))
+            Conn::Stdio(_) => {
+                if let Err(e) = live.conn.send(msg, Some(id), extra, remaining).await {
+                    guard.live = None;
+                    lock(&self.inner.pending).remove(&id);
+                    return Err(UpstreamError::Transport(name, e));
+                }
+                tokio::time::timeout_at(deadline, &mut rx).await.map(|r| r.unwrap_or(Err(TransportError::Closed)))
             }
-            Ok(Err(_)) => {
+        };
+        match answer {
+            Ok(outcome) => {
                 guard.live = None;
-                Err(UpstreamError::Transport(name, TransportError::Closed))
+                lock(&self.inner.pending).remove(&id);
+                outcome.map_err(|e| UpstreamError::Transport(name, e))
             }
+            // The guard cancels the request upstream.
             Err(_) => Err(UpstreamError::Timeout(name, timeout)),
         }
     }

@@ -130,24 +130,43 @@ impl HttpTransport {
     pub fn send(self: &Arc<Self>, msg: Value, our_id: Option<u64>, extra: ExtraHeaders, timeout: Duration) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let outcome = this.post(&msg, our_id, &extra, timeout).await;
+            let outcome = this.post(&msg, our_id, &extra, timeout, false).await;
             if let (Err(error), Some(id)) = (outcome, our_id) {
-                if matches!(error, TransportError::SessionExpired) {
-                    let _ = this.dead_tx.send(true);
-                }
+                this.note_failure(&error);
                 let _ = this.inbound.send(Inbound::Failed { id, error }).await;
             }
         });
     }
 
-    /// POSTs one message and delivers what comes back to the inbound channel.
+    /// Sends request `our_id` with its POST running in the caller's future, so the answer
+    /// needs no hop through another task. The response comes back as `Some` when it is the
+    /// first message on the POST (the usual case: a JSON body). When related messages came
+    /// first, everything, the response included, goes to the inbound channel in order and this
+    /// returns `None`.
+    pub async fn call(&self, msg: &Value, our_id: u64, extra: &ExtraHeaders, timeout: Duration) -> Result<Option<Value>, TransportError> {
+        let outcome = self.post(msg, Some(our_id), extra, timeout, true).await;
+        if let Err(e) = &outcome {
+            self.note_failure(e);
+        }
+        outcome
+    }
+
+    fn note_failure(&self, error: &TransportError) {
+        if matches!(error, TransportError::SessionExpired) {
+            let _ = self.dead_tx.send(true);
+        }
+    }
+
+    /// POSTs one message and delivers what comes back to the inbound channel; with `direct`,
+    /// the response to `our_id` is returned instead when nothing was delivered before it.
     pub(crate) async fn post(
         &self,
         msg: &Value,
         our_id: Option<u64>,
         extra: &ExtraHeaders,
         timeout: Duration,
-    ) -> Result<(), TransportError> {
+        mut direct: bool,
+    ) -> Result<Option<Value>, TransportError> {
         let body = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
         let sent_session = self.session_id().is_some();
         let resp = self
@@ -174,7 +193,7 @@ impl HttpTransport {
         if status == reqwest::StatusCode::ACCEPTED {
             return match our_id {
                 Some(_) => Err(TransportError::Invalid("202 Accepted for a request".into())),
-                None => Ok(()),
+                None => Ok(None),
             };
         }
         let is_sse = resp
@@ -203,17 +222,16 @@ impl HttpTransport {
                 if sent_session && status == reqwest::StatusCode::BAD_REQUEST && about_session {
                     return Err(TransportError::SessionExpired);
                 }
-                self.deliver(v, our_id).await;
-                return Ok(());
+                return Ok(self.hand_over(v, our_id, &mut direct).await);
             }
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {
-            self.pump_sse(resp, our_id).await
+            self.pump_sse(resp, our_id, &mut direct).await
         } else {
             let bytes = read_limited(resp, self.max_message).await?;
             if bytes.is_empty() && our_id.is_none() {
-                return Ok(());
+                return Ok(None);
             }
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| TransportError::Invalid(e.to_string()))?;
             match v {
@@ -221,28 +239,33 @@ impl HttpTransport {
                     for item in items {
                         self.deliver(item, our_id).await;
                     }
+                    Ok(None)
                 }
-                v => self.deliver(v, our_id).await,
+                v => Ok(self.hand_over(v, our_id, &mut direct).await),
             }
-            Ok(())
         }
     }
 
-    async fn deliver(&self, mut msg: Value, related_to: Option<u64>) {
-        // An error answer that could not name our request (`"id": null`, e.g. a server that
-        // rejected it before parsing) still answers the request this POST carried.
-        if let Some(id) = related_to
-            && msg.get("id") == Some(&Value::Null)
-            && msg.get("error").is_some()
-            && let Some(o) = msg.as_object_mut()
-        {
-            o.insert("id".into(), id.into());
+    /// Returns `msg` when it is the response to `our_id` and `direct` still holds (nothing was
+    /// delivered before it on this POST, so the order the server sent is kept); otherwise
+    /// delivers it to the inbound channel, after which nothing more is returned directly.
+    async fn hand_over(&self, mut msg: Value, our_id: Option<u64>, direct: &mut bool) -> Option<Value> {
+        answered_id(&mut msg, our_id);
+        if *direct && our_id.is_some() && jsonrpc::kind(&msg) == Some(jsonrpc::Kind::Response) && msg.get("id").and_then(Value::as_u64) == our_id {
+            return Some(msg);
         }
+        *direct = false;
+        let _ = self.inbound.send(Inbound::Message { msg, related_to: our_id }).await;
+        None
+    }
+
+    async fn deliver(&self, mut msg: Value, related_to: Option<u64>) {
+        answered_id(&mut msg, related_to);
         let _ = self.inbound.send(Inbound::Message { msg, related_to }).await;
     }
 
     /// Reads an SSE response until it carries the response to `our_id` (or ends).
-    async fn pump_sse(&self, resp: reqwest::Response, our_id: Option<u64>) -> Result<(), TransportError> {
+    async fn pump_sse(&self, resp: reqwest::Response, our_id: Option<u64>, direct: &mut bool) -> Result<Option<Value>, TransportError> {
         let mut decoder = sse::Decoder::new(self.max_message);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -259,15 +282,15 @@ impl HttpTransport {
                 let is_final = jsonrpc::kind(&msg) == Some(jsonrpc::Kind::Response)
                     && our_id.is_some()
                     && msg.get("id").and_then(Value::as_u64) == our_id;
-                self.deliver(msg, our_id).await;
+                let answer = self.hand_over(msg, our_id, direct).await;
                 if is_final {
-                    return Ok(());
+                    return Ok(answer);
                 }
             }
         }
         match our_id {
             Some(_) => Err(TransportError::Closed),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
@@ -304,8 +327,9 @@ impl HttpTransport {
                     Ok(r) if r.status().is_success() => {
                         backoff = Duration::from_millis(200);
                         let mut closed = this.dead_tx.subscribe();
+                        let mut direct = false;
                         tokio::select! {
-                            _ = this.pump_sse(r, None) => {}
+                            _ = this.pump_sse(r, None, &mut direct) => {}
                             _ = closed.wait_for(|d| *d) => return,
                         }
                     }
@@ -328,6 +352,18 @@ impl HttpTransport {
                 .send()
                 .await;
         }
+    }
+}
+
+/// An error answer that could not name our request (`"id": null`, e.g. a server that rejected
+/// it before parsing) still answers the request this POST carried.
+fn answered_id(msg: &mut Value, related_to: Option<u64>) {
+    if let Some(id) = related_to
+        && msg.get("id") == Some(&Value::Null)
+        && msg.get("error").is_some()
+        && let Some(o) = msg.as_object_mut()
+    {
+        o.insert("id".into(), id.into());
     }
 }
 
