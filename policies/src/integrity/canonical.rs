@@ -12,41 +12,53 @@ use sha2::{Digest as _, Sha256};
 
 /// Writes `v` as canonical JSON.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write(v, &mut out);
-    out
+    // Only serde_json's own output and ASCII punctuation were written: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write(v: &Value, out: &mut String) {
+fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
+            // UTF-16 order; for ASCII keys that is byte order, compared without re-encoding.
+            if keys.iter().all(|k| k.is_ascii()) {
+                keys.sort_unstable();
+            } else {
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            }
+            out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
+                leaf(*k, out);
+                out.push(b':');
                 if let Some(child) = map.get(*k) {
                     write(child, out);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => leaf(other, out),
     }
+}
+
+/// A string, number, boolean or null exactly as serde_json prints it, straight into `out`.
+fn leaf<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing a plain value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 /// `sha256:<hex>` of the canonical JSON of a definition.
@@ -66,6 +78,55 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"a":{"x":"é","y":[1,2]},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), r#"{"a":{"x":"é","y":[1,2]},"b":1}"#);
         assert_eq!(digest(&a), digest(&b));
+    }
+
+    /// The writer before it wrote into one buffer: the output must not change by a byte, or
+    /// every pin and audit chain written before would stop verifying.
+    fn reference(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push(':');
+                    reference(&map[*k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reference(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn output_is_byte_identical_to_the_reference_writer() {
+        let cases = [
+            json!(null),
+            json!({"b": 1, "a": [true, false, null, -0.0, 1.5e300, -12, 18446744073709551615u64]}),
+            json!({"ctrl": "\u{0}\u{7}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}", "quote\"\\": "é😀\u{2028}", "z": {}, "": []}),
+            // Keys whose UTF-16 order differs from their byte order.
+            json!({"\u{ff61}": 1, "\u{1f600}": 2, "a": 3, "\u{e9}": 4}),
+            json!({"nested": {"b": [{"y": 1, "x": {"k": "v"}}], "a": "s"}}),
+        ];
+        for v in &cases {
+            let mut want = String::new();
+            reference(v, &mut want);
+            assert_eq!(canonical_json(v), want, "{v}");
+        }
     }
 
     #[test]
