@@ -151,26 +151,24 @@ impl Setup {
     fn cedar_evaluated(&self, t: &VerifiedToken, view: &LabelView) -> bool {
         self.uncached.decide_tool_labelled(&t.principal, TOOL, Some(&self.args), view, self.now).is_allow()
     }
-    /// The sum with every decision evaluated (a decision-cache miss on each call).
-    fn all_evaluated(&self) -> bool {
-        let Some(t) = self.token() else { return false };
-        if !self.schema() {
-            return false;
-        }
-        let view = self.trace();
-        self.cedar_evaluated(&t, &view) && self.rate()
-    }
     fn rate(&self) -> bool {
         self.limiter.check("alice", Instant::now()).is_ok()
     }
     /// Everything before dispatch, in the gateway's order.
     fn all(&self) -> bool {
+        self.all_with(Self::cedar)
+    }
+    /// The same with every decision evaluated (a decision-cache miss on each call).
+    fn all_evaluated(&self) -> bool {
+        self.all_with(Self::cedar_evaluated)
+    }
+    fn all_with(&self, cedar: fn(&Self, &VerifiedToken, &LabelView) -> bool) -> bool {
         let Some(t) = self.token() else { return false };
         if !self.schema() {
             return false;
         }
         let view = self.trace();
-        self.cedar(&t, &view) && self.rate()
+        cedar(self, &t, &view) && self.rate()
     }
     /// After dispatch: the result's labels, built (recording into the index is a clone here,
     /// so the session does not grow across iterations).

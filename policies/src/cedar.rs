@@ -868,25 +868,21 @@ impl Engine {
         }
         let ctx = self.with_time(self.context(pairs, p, &t.reads), now, &t.reads);
         let cacheable = self.decision_cache > 0 && ctx.iter().map(|(k, v)| k.len() + v.weight()).sum::<usize>() <= DECISION_MAX_WEIGHT;
-        if !cacheable {
-            let Some(prepared) = self.for_principal(p, tool, t) else {
-                return Verdict::deny(DenyKind::Error, Vec::new(), "the principal's entities conflict with the tool's".into());
-            };
-            return self.run_with(p, &t.action, &t.resource, &ctx, &prepared.1, &prepared.0);
-        }
         let key = DecisionKey { principal: p.key.clone(), tool: tool.to_owned(), context: ctx };
-        if let Some(hit) = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        if cacheable && let Some(hit) = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
             return hit.clone();
         }
         let Some(prepared) = self.for_principal(p, tool, t) else {
             return Verdict::deny(DenyKind::Error, Vec::new(), "the principal's entities conflict with the tool's".into());
         };
         let verdict = self.run_with(p, &t.action, &t.resource, &key.context, &prepared.1, &prepared.0);
-        let mut cache = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= self.decision_cache {
-            cache.clear();
+        if cacheable {
+            let mut cache = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= self.decision_cache {
+                cache.clear();
+            }
+            cache.insert(key, verdict.clone());
         }
-        cache.insert(key, verdict.clone());
         verdict
     }
 
@@ -1071,10 +1067,6 @@ fn slice_by_action(all: &PolicySet, action: &EntityUid) -> Result<PolicySet, Loa
 }
 
 /// `context.time` for `now` at `offset` minutes from UTC.
-pub fn time_record(now: SystemTime, offset_minutes: i32) -> RestrictedExpression {
-    time_val(now, offset_minutes).expr().unwrap_or_else(|_| RestrictedExpression::new_long(0))
-}
-
 fn time_val(now: SystemTime, offset_minutes: i32) -> CtxVal {
     let unix = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let local = unix + i64::from(offset_minutes) * 60;
