@@ -121,21 +121,21 @@ pub mod code {
 /// document is refused before serde recurses into it. Brackets inside strings do not count.
 pub fn depth_exceeds(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // Inside a string only `"` and `\\` matter: jump from one to the next.
+            b'"' => loop {
+                match memchr::memchr2(b'"', b'\\', bytes.get(i..).unwrap_or_default()) {
+                    None => return false,
+                    Some(at) if bytes.get(i + at) == Some(&b'\\') => i += at + 2,
+                    Some(at) => {
+                        i += at + 1;
+                        break;
+                    }
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {

@@ -213,6 +213,8 @@ impl Gateway {
         for slot in &self.slots {
             slot.shared.shutdown().await;
         }
+        // Last: the records of everything above reach the file before the process exits.
+        self.audit.flush(Duration::from_secs(5)).await;
     }
 
     // -----------------------------------------------------------------------------------------
@@ -514,6 +516,12 @@ impl Gateway {
     /// Stage "audit": one record per decision (never argument values; the call digest binds
     /// the record to the exact call).
     fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<&LabelView>) {
+        if let Decision::Deny(den) = d {
+            tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
+        }
+        if !self.audit.is_on() {
+            return;
+        }
         let mut rec = authz::summary(d);
         if let Some(o) = rec.as_object_mut() {
             if let Some(l) = labels {
@@ -527,9 +535,6 @@ impl Gateway {
             if shadow {
                 o.insert("shadow".into(), true.into());
             }
-        }
-        if let Decision::Deny(den) = d {
-            tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
         }
         self.audit.record("decision", rec);
     }
