@@ -222,12 +222,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn chain_verifies_and_detects_tampering() {
-        let dir = std::env::temp_dir().join(format!("clawgate-audit-{}", std::process::id()));
+    /// An empty log path in a directory of this test process's own.
+    #[allow(clippy::unwrap_used, reason = "test helper")]
+    fn fresh_log(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.jsonl");
         let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_tampering() {
+        let path = fresh_log("clawgate-audit");
         let a = Audit::start(Some(&path)).unwrap();
         for i in 0..5 {
             a.record("test", json!({"i": i}));
@@ -253,10 +260,7 @@ mod tests {
     /// commit delay: this is what shutdown relies on.
     #[tokio::test]
     async fn flush_writes_everything_queued_before_it() {
-        let dir = std::env::temp_dir().join(format!("clawgate-audit-flush-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.jsonl");
-        let _ = std::fs::remove_file(&path);
+        let path = fresh_log("clawgate-audit-flush");
         let a = Audit::start(Some(&path)).unwrap();
         for round in 0..3 {
             for i in 0..40 {
