@@ -30,9 +30,14 @@ const QUEUE: usize = 4096;
 /// reaches the file at most this much later than without it.
 const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// What the writer is sent: a record, or a request to report once everything before it is on disk.
+/// Builds a record's fields on the writer thread (see [`Audit::record_later`]).
+type Build = Box<dyn FnOnce() -> Value + Send>;
+
+/// What the writer is sent: a record, one whose fields the writer builds, or a request to report
+/// once everything before it is on disk.
 enum Entry {
     Record(Value),
+    Later { event: &'static str, ts_ms: u64, build: Build },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -73,27 +78,51 @@ impl Audit {
 
     /// Queues one record: `event` names it, `fields` says the rest.
     pub fn record(&self, event: &str, fields: Value) {
-        // The time of the event, not of the write (which may come a group commit later).
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
-        let mut rec = json!({"event": event, "ts_ms": u64::try_from(ms).unwrap_or(u64::MAX)});
-        if let (Some(r), Value::Object(mut f)) = (rec.as_object_mut(), fields) {
-            // The writer's own fields cannot be supplied by a caller.
-            for own in ["ts_ms", "prev", "hash", "dropped_before"] {
-                f.remove(own);
-            }
-            r.extend(f);
-        }
+        let rec = assemble(event, now_ms(), fields);
         match &self.tx {
             // Without a file the records still exist, at debug level, for whoever wants them.
             None => tracing::debug!(target: "clawgate::audit", "{rec}"),
-            Some(tx) => {
-                if tx.try_send(Entry::Record(rec)).is_err() {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("audit queue full or closed; a record was dropped");
-                }
-            }
+            Some(tx) => self.send(tx, Entry::Record(rec)),
         }
     }
+
+    /// Like [`Audit::record`], but `build` makes the fields on the writer thread, off the
+    /// caller's path: for a record that costs more to build than to hand over (a call's
+    /// decision with its labels). The record's time is still the time of this call.
+    pub fn record_later(&self, event: &'static str, build: impl FnOnce() -> Value + Send + 'static) {
+        let ts_ms = now_ms();
+        match &self.tx {
+            None => tracing::debug!(target: "clawgate::audit", "{}", assemble(event, ts_ms, build())),
+            Some(tx) => self.send(tx, Entry::Later { event, ts_ms, build: Box::new(build) }),
+        }
+    }
+
+    fn send(&self, tx: &mpsc::Sender<Entry>, entry: Entry) {
+        if tx.try_send(entry).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("audit queue full or closed; a record was dropped");
+        }
+    }
+}
+
+/// Milliseconds since the epoch: the time of the event, not of the write (which may come a
+/// group commit later).
+fn now_ms() -> u64 {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// One record: `event`, `ts_ms`, then the caller's fields, less the ones only the writer sets.
+fn assemble(event: &str, ts_ms: u64, fields: Value) -> Value {
+    let mut rec = json!({"event": event, "ts_ms": ts_ms});
+    if let (Some(r), Value::Object(mut f)) = (rec.as_object_mut(), fields) {
+        // The writer's own fields cannot be supplied by a caller.
+        for own in ["ts_ms", "prev", "hash", "dropped_before"] {
+            f.remove(own);
+        }
+        r.extend(f);
+    }
+    rec
 }
 
 impl Audit {
@@ -146,6 +175,7 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
         for entry in batch.drain(..) {
             let mut rec = match entry {
                 Entry::Record(rec) => rec,
+                Entry::Later { event, ts_ms, build } => assemble(event, ts_ms, build()),
                 Entry::Flush(done) => {
                     flushes.push(done);
                     continue;
@@ -275,5 +305,36 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         // A caller cannot set the writer's fields.
         assert!(!text.contains("\"ts_ms\":1,"), "{text}");
+    }
+
+    /// A deferred record is built on the writer thread, keeps its place among the plain ones,
+    /// carries the time it was recorded (not built), and cannot set the writer's fields either.
+    #[tokio::test]
+    async fn deferred_records_are_built_by_the_writer_in_order() {
+        let path = fresh_log("clawgate-audit-later");
+        let a = Audit::start(Some(&path)).unwrap();
+        let before = now_ms();
+        for i in 0..20 {
+            if i % 2 == 0 {
+                a.record("test", json!({"i": i}));
+            } else {
+                a.record_later("later", move || json!({"i": i, "thread": std::thread::current().name(), "hash": "forged", "ts_ms": 1}));
+            }
+        }
+        let after = now_ms();
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert_eq!(verify(&path), Ok(20));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let rec: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(rec["i"], i, "{line}");
+            let ts = rec["ts_ms"].as_u64().unwrap();
+            assert!((before..=after).contains(&ts), "{line}");
+            if i % 2 == 1 {
+                assert_eq!(rec["event"], "later");
+                assert_eq!(rec["thread"], "clawgate-audit", "built off the caller's thread");
+                assert_ne!(rec["hash"], "forged");
+            }
+        }
     }
 }

@@ -467,7 +467,7 @@ impl Gateway {
             self.audit_decision(principal, &info, &Decision::Deny(den.clone()), &digest, false, None);
             return Err(CallError::Denied(den));
         }
-        self.audit_decision(principal, &info, &decision, &digest, shadow, view.as_ref().filter(|_| self.labels.enabled()));
+        self.audit_decision(principal, &info, &decision, &digest, shadow, view.filter(|_| self.labels.enabled()));
         match (&decision, shadow) {
             (Decision::Allow { .. }, _) => {}
             (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
@@ -515,28 +515,34 @@ impl Gateway {
 
     /// Stage "audit": one record per decision (never argument values; the call digest binds
     /// the record to the exact call).
-    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<&LabelView>) {
+    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<LabelView>) {
         if let Decision::Deny(den) = d {
             tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
         }
         if !self.audit.is_on() {
             return;
         }
-        let mut rec = authz::summary(d);
-        if let Some(o) = rec.as_object_mut() {
-            if let Some(l) = labels {
-                o.insert("labels".into(), l.record());
+        // Only owned copies cross to the writer, which renders the record (the labels part is
+        // most of its cost) off the call's path.
+        let (d, digest, principal) = (d.clone(), *digest, p.id().to_owned());
+        let (method, upstream, target) = (info.method.to_owned(), info.upstream.to_owned(), info.target.to_owned());
+        self.audit.record_later("decision", move || {
+            let mut rec = authz::summary(&d);
+            if let Some(o) = rec.as_object_mut() {
+                if let Some(l) = labels {
+                    o.insert("labels".into(), l.record());
+                }
+                o.insert("principal".into(), principal.into());
+                o.insert("method".into(), method.into());
+                o.insert("upstream".into(), upstream.into());
+                o.insert("target".into(), target.into());
+                o.insert("call".into(), format!("sha256:{}", hex::encode(digest)).into());
+                if shadow {
+                    o.insert("shadow".into(), true.into());
+                }
             }
-            o.insert("principal".into(), p.id().into());
-            o.insert("method".into(), info.method.into());
-            o.insert("upstream".into(), info.upstream.into());
-            o.insert("target".into(), info.target.into());
-            o.insert("call".into(), format!("sha256:{}", hex::encode(digest)).into());
-            if shadow {
-                o.insert("shadow".into(), true.into());
-            }
-        }
-        self.audit.record("decision", rec);
+            rec
+        });
     }
 
     /// A permit with `@ask`: get a human's approval for exactly this call. `Ok(None)` means

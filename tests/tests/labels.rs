@@ -234,3 +234,33 @@ async fn the_admin_api_shows_a_sessions_labels() {
     assert_eq!(missing.status(), 404);
     g.stop().await;
 }
+
+/// The audit's decision record carries the call's labels (built on the audit writer, after the
+/// call has gone on): the denied send names the mail it copied and the policy that stopped it,
+/// and the chain verifies. Shutdown flushes the writer, so the file is complete when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_records_carry_the_calls_labels() {
+    let dir = std::env::temp_dir().join(format!("clawgate-labels-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let _ = std::fs::remove_file(&audit);
+    let g = TestGateway::start(&format!("{}\n[audit]\nfile = \"{}\"\n", config(""), audit.display())).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let outcomes = run(&[&c]).await;
+    g.stop().await;
+    assert_eq!(clawgate::audit::verify(&audit), Ok(std::fs::read_to_string(&audit).unwrap().lines().count()));
+    let decisions: Vec<Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"] == "decision").collect();
+    assert_eq!(decisions.len(), outcomes.len(), "one decision per call: {decisions:?}");
+    // The fourth call sends the copied mail to an outside address.
+    let (send, out) = (&decisions[3], &outcomes[3]);
+    assert!(out.contains("labels-readers"), "{out}");
+    assert_eq!((send["decision"].as_str(), send["target"].as_str()), (Some("deny"), Some("demo__send_email")), "{send}");
+    let l = &send["labels"];
+    assert_eq!(l["session"]["trusted"], false, "{l}");
+    assert!(l["args"]["body"]["sources"].as_array().unwrap().contains(&json!("matched")), "{l}");
+    assert!(l["args"]["body"]["matched"].as_array().unwrap().iter().any(|o| o.as_str().unwrap().starts_with("demo/read_thread#")), "{l}");
+    // The body came from the corporate thread; the outside address from the vendor's mail.
+    assert_eq!(l["data"]["readers"], json!(["alice@corp.example", "bob@corp.example", "me@corp.example"]), "{l}");
+    assert_eq!((&l["control"]["trusted"], &l["control"]["readers"]), (&json!(false), &json!(["billing@vendor.example", "me@corp.example"])), "{l}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
