@@ -530,7 +530,7 @@ impl Gateway {
             let mut rec = authz::summary(&d);
             if let Some(o) = rec.as_object_mut() {
                 if let Some(l) = labels {
-                    o.insert("labels".into(), l.record());
+                    o.insert("labels".into(), l.into_record());
                 }
                 o.insert("principal".into(), principal.into());
                 o.insert("method".into(), method.into());

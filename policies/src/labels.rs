@@ -1047,16 +1047,26 @@ impl LabelView {
         Self { session: Label::bottom(), control: Label::bottom(), data: Label::bottom(), recipients: BTreeSet::new(), strict, args: BTreeMap::new() }
     }
 
-    /// The decision record's part: per-argument labels and provenance (never values).
-    pub fn record(&self) -> Value {
+    /// The decision record's part: per-argument labels and provenance (never values). Takes
+    /// the view, so its strings move into the record instead of being copied.
+    pub fn into_record(self) -> Value {
         serde_json::json!({
-            "session": label_json(&self.session),
-            "control": label_json(&self.control),
-            "data": label_json(&self.data),
+            "session": label_into_json(self.session),
+            "control": label_into_json(self.control),
+            "data": label_into_json(self.data),
             "strict": self.strict,
-            "args": self.args.iter().map(|(k, a)| (k.clone(), serde_json::json!({"label": label_json(&a.label), "sources": a.sources, "matched": a.matched}))).collect::<serde_json::Map<_, _>>(),
+            "args": self.args.into_iter().map(|(k, a)| (k, serde_json::json!({"label": label_into_json(a.label), "sources": a.sources, "matched": a.matched}))).collect::<serde_json::Map<_, _>>(),
         })
     }
+}
+
+/// [`label_json`] for a label that is not needed afterwards.
+fn label_into_json(l: Label) -> Value {
+    serde_json::json!({
+        "trusted": l.trusted,
+        "readers": match l.readers { None => Value::String("public".into()), Some(r) => r.into_iter().map(Value::String).collect::<Vec<_>>().into() },
+        "origins": l.origins.into_iter().map(Value::String).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]
@@ -1193,5 +1203,21 @@ mod tests {
         assert!(roles.control.contains("to") && roles.control.contains("thread_id") && !roles.control.contains("body"));
         let v = LabelView::build(Label::bottom(), BTreeMap::new(), Some(&json!({"to": ["Bob@X.example"]})), &roles, false);
         assert_eq!(v.recipients, BTreeSet::from(["bob@x.example".to_owned()]));
+    }
+
+    /// The decision record's labels part: every label as [`label_json`] renders it, arguments
+    /// with their sources and matched fields.
+    #[test]
+    fn the_record_renders_each_label_as_label_json_does() {
+        let untrusted = Label { trusted: false, readers: Some(["a@x.example".into(), "b@x.example".into()].into()), origins: ["up/t#1:/m/0".into(), "up/t#2".into()].into() };
+        let arg = ArgLabel { label: untrusted.clone(), sources: ["matched", "intent"].into(), matched: ["up/t#1:/m/0/body".into()].into() };
+        let roles = ArgRoles::by_name(["to", "body"]);
+        let v = LabelView::build(untrusted.clone(), BTreeMap::from([("body".to_owned(), arg)]), None, &roles, true);
+        let (session, control, data) = (label_json(&v.session), label_json(&v.control), label_json(&v.data));
+        let r = v.into_record();
+        assert_eq!((&r["session"], &r["control"], &r["data"], &r["strict"]), (&session, &control, &data, &json!(true)));
+        assert_eq!(r["session"]["readers"], json!(["a@x.example", "b@x.example"]));
+        assert_eq!(r["control"]["readers"], json!("public"), "no control argument: bottom");
+        assert_eq!(r["args"]["body"], json!({"label": label_json(&untrusted), "sources": ["intent", "matched"], "matched": ["up/t#1:/m/0/body"]}));
     }
 }

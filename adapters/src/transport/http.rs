@@ -44,6 +44,9 @@ struct State {
 pub struct HttpTransport {
     name: String,
     spec: HttpSpec,
+    /// `spec.url`, parsed once rather than on every request. `None` if it does not parse:
+    /// each request then reports the parse error, as before.
+    url: Option<reqwest::Url>,
     client: reqwest::Client,
     state: Mutex<State>,
     inbound: mpsc::Sender<Inbound>,
@@ -60,8 +63,10 @@ impl HttpTransport {
         max_message: usize,
     ) -> Arc<Self> {
         let (dead_tx, _) = watch::channel(false);
+        let url = reqwest::Url::parse(&spec.url).ok();
         Arc::new(Self {
             name: name.to_owned(),
+            url,
             spec,
             client,
             state: Mutex::new(State { session_id: None, protocol_version: None }),
@@ -91,10 +96,11 @@ impl HttpTransport {
     }
 
     fn build(&self, method: reqwest::Method, extra: &ExtraHeaders) -> reqwest::RequestBuilder {
-        let mut rb = self
-            .client
-            .request(method, &self.spec.url)
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        let rb = match &self.url {
+            Some(url) => self.client.request(method, url.clone()),
+            None => self.client.request(method, &self.spec.url),
+        };
+        let mut rb = rb.header(http::header::ACCEPT, "application/json, text/event-stream");
         for (k, v) in &self.spec.headers {
             rb = rb.header(k.as_str(), v.as_str());
         }
