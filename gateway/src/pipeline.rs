@@ -410,16 +410,17 @@ impl Gateway {
         }
         // The gateway's own approval round (2026-07-28 retry) is taken off before anything else.
         let approval = take_approval(&mut req);
-        let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments")).cloned();
-        let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments: arguments.as_ref() };
+        // Borrowed, not copied: the request is not changed again until dispatch.
+        let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments"));
+        let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments };
         let now = SystemTime::now();
-        let digest = authz::call_digest(principal, &target, arguments.as_ref());
+        let digest = authz::call_digest(principal, &target, arguments);
 
         // Stage "validate": arguments against the pinned schema (and the operator's stricter
         // one); on the 2026 wire, the `Mcp-Param-*` headers against the arguments they mirror.
         let hidden = || method == "tools/call" && !self.authz.callable_at_all(&state, principal, &target, &slot.cfg.name);
         if method == "tools/call"
-            && let Err(errors) = self.authz.check_args(&state, &target, arguments.as_ref())
+            && let Err(errors) = self.authz.check_args(&state, &target, arguments)
         {
             let d = Decision::Deny(Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() });
             self.audit_decision(principal, &info, &d, &digest, false, None);
@@ -429,7 +430,7 @@ impl Gateway {
             && method == "tools/call"
             && let Some(schema) = catalog.tool_defs.get(&target).and_then(|d| d.get("inputSchema"))
         {
-            era::check_param_headers(schema, arguments.as_ref(), &caller.forward_headers).map_err(CallError::HeaderMismatch)?;
+            era::check_param_headers(schema, arguments, &caller.forward_headers).map_err(CallError::HeaderMismatch)?;
         }
         // Stage "label": where each argument value came from, and who may read it. A store
         // that cannot answer in time denies the call.
@@ -441,7 +442,7 @@ impl Gateway {
             let roles = self.labels.roles(&target, names.iter().copied());
             let intent = &principal.prepared().info.intent;
             let intent = IntentValues::new(intent.recipients.iter().chain(&intent.accounts).chain(&intent.urls));
-            match self.labels.trace(&scope, arguments.as_ref(), &intent, &roles).await {
+            match self.labels.trace(&scope, arguments, &intent, &roles).await {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
@@ -454,7 +455,7 @@ impl Gateway {
         };
         // Stage "decide": Biscuit ∧ Cedar (deny wins; an engine error denies).
         let decision = match &view {
-            Some(v) => self.authz.decide_tool(&state, principal, &target, &slot.cfg.name, arguments.as_ref(), v, now),
+            Some(v) => self.authz.decide_tool(&state, principal, &target, &slot.cfg.name, arguments, v, now),
             None => self.authz.decide_other(&state, principal, method, &slot.cfg.name, &target, now),
         };
         let shadow = state.mode == PolicyMode::Shadow;

@@ -457,11 +457,28 @@ pub enum KeyKind {
 
 /// Lowercased, whitespace-collapsed form used for whole-value keys and verification.
 fn norm(s: &str) -> String {
-    collapse(&s.to_lowercase())
+    let lower = s.to_lowercase();
+    if is_collapsed(&lower) { lower } else { collapse(&lower) }
+}
+
+/// Whether [`collapse`] would return `s` unchanged: ASCII, no whitespace but single spaces,
+/// none at either end. A few vectorised scans, where collapsing goes byte by byte; most text
+/// (prose, ids, addresses) passes.
+fn is_collapsed(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.is_ascii()
+        && b.first() != Some(&b' ')
+        && b.last() != Some(&b' ')
+        && memchr::memchr3(b'\t', b'\n', b'\r', b).is_none()
+        && memchr::memchr2(b'\x0B', b'\x0C', b).is_none()
+        && memchr::memmem::find(b, b"  ").is_none()
 }
 
 /// Whitespace runs collapsed to single spaces, trimmed.
 fn collapse(s: &str) -> String {
+    if is_collapsed(s) {
+        return s.to_owned();
+    }
     if s.is_ascii() {
         // The same split, bytewise: for ASCII, `char::is_whitespace` is exactly these.
         let mut out = Vec::with_capacity(s.len());
@@ -1219,5 +1236,35 @@ mod tests {
         assert_eq!(r["session"]["readers"], json!(["a@x.example", "b@x.example"]));
         assert_eq!(r["control"]["readers"], json!("public"), "no control argument: bottom");
         assert_eq!(r["args"]["body"], json!({"label": label_json(&untrusted), "sources": ["intent", "matched"], "matched": ["up/t#1:/m/0/body"]}));
+    }
+
+    /// `collapse` (with its already-collapsed shortcut) is exactly "split on whitespace, join
+    /// with one space", on generated text mixing every ASCII whitespace byte, doubled spaces,
+    /// leading and trailing runs and non-ASCII (including Unicode spaces).
+    #[test]
+    fn collapse_matches_split_and_join() {
+        let parts = ["a", "bc", " ", "  ", "\t", "\n", "\r", "\x0B", "\x0C", "é", "\u{a0}", "\u{2003}", "x y", "1"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut shortcut = 0;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 9) as usize;
+            for i in 0..n {
+                // Mostly words and single spaces, so that the shortcut is taken often too.
+                let pick = (seed >> (i * 5 + 8)) as usize % (parts.len() * 2);
+                s.push_str(if pick >= parts.len() { ["w", " "][i % 2] } else { parts[pick] });
+            }
+            let want = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(collapse(&s), want, "{s:?}");
+            assert_eq!(norm(&s), want.to_lowercase(), "{s:?}");
+            if is_collapsed(&s) {
+                shortcut += 1;
+                assert_eq!(s, want);
+            }
+        }
+        assert!(shortcut > 1_000, "the shortcut was exercised ({shortcut})");
     }
 }
