@@ -175,7 +175,11 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
         for entry in batch.drain(..) {
             let mut rec = match entry {
                 Entry::Record(rec) => rec,
-                Entry::Later { event, ts_ms, build } => assemble(event, ts_ms, build()),
+                Entry::Later { event, ts_ms, build } => {
+                    // Building is the costly part: let a waiting call's thread go first.
+                    std::thread::yield_now();
+                    assemble(event, ts_ms, build())
+                }
                 Entry::Flush(done) => {
                     flushes.push(done);
                     continue;
