@@ -6,7 +6,7 @@ use clap::Parser as _;
 /// response a few allocations of a kilobyte or more) glibc spent about a fifth of the gateway's
 /// CPU in malloc and free, much of it consolidating its fast bins before each allocation of
 /// 1 KB or more. With jemalloc the full pipeline used about a third less CPU per call at 32
-/// sessions (docs/performance.md, run 4). Its options (one arena, dirty pages returned after a
+/// sessions (docs/performance.md, "What changed since run 3", change 3). Its options (one arena, dirty pages returned after a
 /// second) are compiled in from `.cargo/config.toml`, keeping the idle footprint within a few
 /// MB of glibc's.
 #[cfg(not(target_env = "msvc"))]
