@@ -30,6 +30,10 @@ const QUEUE: usize = 4096;
 /// reaches the file at most this much later than without it.
 const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The writer yields the core before building a deferred record only while fewer records than
+/// this wait behind it.
+const YIELD_BELOW: usize = 64;
+
 /// Builds a record's fields on the writer thread (see [`Audit::record_later`]).
 type Build = Box<dyn FnOnce() -> Value + Send>;
 
@@ -172,12 +176,17 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
     while rx.blocking_recv_many(&mut batch, 256) > 0 {
         buf.clear();
         let mut last = prev.clone();
-        for entry in batch.drain(..) {
+        let mut entries = batch.drain(..);
+        while let Some(entry) = entries.next() {
             let mut rec = match entry {
                 Entry::Record(rec) => rec,
                 Entry::Later { event, ts_ms, build } => {
-                    // Building is the costly part: let a waiting call's thread go first.
-                    std::thread::yield_now();
+                    // Building is the costly part: let a call's thread that waits for the core
+                    // go first, but only while the writer keeps up. Behind, it takes its full
+                    // share, or a busy machine would starve it and the queue would drop records.
+                    if entries.len() + rx.len() < YIELD_BELOW {
+                        std::thread::yield_now();
+                    }
                     assemble(event, ts_ms, build())
                 }
                 Entry::Flush(done) => {
@@ -340,5 +349,41 @@ mod tests {
                 assert_ne!(rec["hash"], "forged");
             }
         }
+    }
+
+    /// On a machine whose cores are all busy the writer still keeps up: it stops yielding once
+    /// records wait behind it, so none is dropped. (Yielding before every record let spinning
+    /// threads take a whole time slice per record, and the queue overflowed.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_busy_machine_does_not_starve_the_writer() {
+        use std::sync::atomic::AtomicBool;
+        let path = fresh_log("clawgate-audit-busy");
+        let a = Audit::start(Some(&path)).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let n = 20_000;
+        for i in 0..n {
+            a.record_later("busy", move || json!({"i": i}));
+            if i % 50 == 49 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        a.flush(std::time::Duration::from_secs(20)).await;
+        stop.store(true, Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        // Every record is on file, and none tells of records dropped before it.
+        assert_eq!(verify(&path), Ok(n));
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("dropped_before"));
     }
 }
