@@ -977,11 +977,7 @@ impl SessionLabels {
 
 /// A label as JSON for records and reports.
 pub fn label_json(l: &Label) -> Value {
-    serde_json::json!({
-        "trusted": l.trusted,
-        "readers": match &l.readers { None => Value::String("public".into()), Some(r) => r.iter().cloned().collect::<Vec<_>>().into() },
-        "origins": l.origins.iter().cloned().collect::<Vec<_>>(),
-    })
+    label_into_json(l.clone())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,7 +1073,7 @@ impl LabelView {
     }
 }
 
-/// [`label_json`] for a label that is not needed afterwards.
+/// [`label_json`] for a label that is not needed afterwards: its strings move into the JSON.
 fn label_into_json(l: Label) -> Value {
     serde_json::json!({
         "trusted": l.trusted,
