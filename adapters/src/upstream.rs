@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::era::{self, Era};
 use crate::jsonrpc::{self, Kind};
-use crate::transport::http::{HttpSpec, HttpTransport};
+use crate::transport::http::{HttpClient, HttpSpec, HttpTransport};
 use crate::transport::stdio::{StdioSpec, StdioTransport};
 use crate::transport::{ExtraHeaders, Inbound, TransportError};
 
@@ -178,7 +178,7 @@ struct Inner {
     /// server, opened on first use by a legacy client, so that legacy clients keep legacy
     /// semantics end to end (server→client requests mid-call). `Err` once the server refused it.
     legacy_side: tokio::sync::Mutex<Option<Result<Arc<Live>, ()>>>,
-    http: reqwest::Client,
+    http: HttpClient,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     state: watch::Sender<State>,
@@ -194,7 +194,7 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the supervisor: connect, handshake, serve; on death fail in-flight calls and
     /// reconnect with exponential backoff (200 ms doubling to 30 s).
-    pub fn start(spec: UpstreamSpec, http: reqwest::Client, events: mpsc::Sender<UpstreamEvent>) -> Self {
+    pub fn start(spec: UpstreamSpec, http: HttpClient, events: mpsc::Sender<UpstreamEvent>) -> Self {
         let (state, _) = watch::channel(State::Connecting);
         let inner = Arc::new(Inner {
             spec,

@@ -355,7 +355,7 @@ async fn labels_show(config: &Path, session: Option<&str>) -> anyhow::Result<i32
         Some(s) => format!("/labels/s:{s}"),
     };
     let http = clawgate_adapters::transport::http::client(1).map_err(|e| anyhow::anyhow!("http client: {e}"))?;
-    let mut req = http.get(format!("http://{addr}{path}"));
+    let mut req = http.pooled().get(format!("http://{addr}{path}"));
     if let Some(t) = &cfg.admin.token {
         req = req.bearer_auth(t);
     }

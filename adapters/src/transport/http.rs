@@ -5,10 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::inline;
 use super::{ExtraHeaders, Inbound, TransportError};
 use crate::jsonrpc;
 use crate::sse;
@@ -24,16 +25,70 @@ pub struct HttpSpec {
     pub headers: Vec<(String, String)>,
 }
 
-/// A shared, pooled HTTP client for every HTTP upstream.
-pub fn client(pool_idle_per_host: usize) -> Result<reqwest::Client, TransportError> {
-    reqwest::Client::builder()
+/// The HTTP client every HTTP upstream shares: reqwest, and for plain `http://` upstreams the
+/// inline connections of [`inline`], which carry `tools/call` and every other POST without a
+/// hop through a connection task. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    pooled: reqwest::Client,
+    inline: Option<Arc<inline::Pool>>,
+}
+
+impl HttpClient {
+    /// The reqwest client, for requests that are not MCP messages (the admin API, say).
+    pub fn pooled(&self) -> &reqwest::Client {
+        &self.pooled
+    }
+
+    /// Whether plain `http://` POSTs take the inline path (see [`inline`]).
+    pub fn inline(&self) -> bool {
+        self.inline.is_some()
+    }
+}
+
+/// A shared, pooled HTTP client for every HTTP upstream, keeping up to `pool_idle_per_host`
+/// idle connections per upstream host.
+pub fn client(pool_idle_per_host: usize) -> Result<HttpClient, TransportError> {
+    let pooled = reqwest::Client::builder()
         .pool_max_idle_per_host(pool_idle_per_host)
         .pool_idle_timeout(Duration::from_secs(90))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| TransportError::Http(e.to_string()))
+        .map_err(|e| TransportError::Http(e.to_string()))?;
+    let inline = inline::enabled_by_env().then(|| Arc::new(inline::Pool::new(pool_idle_per_host)));
+    Ok(HttpClient { pooled, inline })
+}
+
+/// An upstream's answer to a POST, from either path.
+enum Response<'p> {
+    Pooled(reqwest::Response),
+    Inline(inline::Response<'p>),
+}
+
+impl Response<'_> {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Pooled(r) => r.status(),
+            Self::Inline(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        match self {
+            Self::Pooled(r) => r.headers(),
+            Self::Inline(r) => r.headers(),
+        }
+    }
+
+    /// The next piece of the body, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        match self {
+            Self::Pooled(r) => r.chunk().await.map_err(|e| TransportError::Http(without_url(&e))),
+            Self::Inline(r) => r.chunk().await,
+        }
+    }
 }
 
 struct State {
@@ -47,7 +102,9 @@ pub struct HttpTransport {
     /// `spec.url`, parsed once rather than on every request. `None` if it does not parse:
     /// each request then reports the parse error, as before.
     url: Option<reqwest::Url>,
-    client: reqwest::Client,
+    /// Where POSTs go on the inline path, when the client has one and the URL qualifies.
+    inline: Option<inline::Target>,
+    client: HttpClient,
     state: Mutex<State>,
     inbound: mpsc::Sender<Inbound>,
     max_message: usize,
@@ -58,15 +115,17 @@ impl HttpTransport {
     pub fn new(
         name: &str,
         spec: HttpSpec,
-        client: reqwest::Client,
+        client: HttpClient,
         inbound: mpsc::Sender<Inbound>,
         max_message: usize,
     ) -> Arc<Self> {
         let (dead_tx, _) = watch::channel(false);
         let url = reqwest::Url::parse(&spec.url).ok();
+        let inline = url.as_ref().filter(|_| client.inline()).and_then(inline::Target::from_url);
         Arc::new(Self {
             name: name.to_owned(),
             url,
+            inline,
             spec,
             client,
             state: Mutex::new(State { session_id: None, protocol_version: None }),
@@ -96,9 +155,10 @@ impl HttpTransport {
     }
 
     fn build(&self, method: reqwest::Method, extra: &ExtraHeaders) -> reqwest::RequestBuilder {
+        let client = &self.client.pooled;
         let rb = match &self.url {
-            Some(url) => self.client.request(method, url.clone()),
-            None => self.client.request(method, &self.spec.url),
+            Some(url) => client.request(method, url.clone()),
+            None => client.request(method, &self.spec.url),
         };
         let mut rb = rb.header(http::header::ACCEPT, "application/json, text/event-stream");
         for (k, v) in &self.spec.headers {
@@ -121,14 +181,42 @@ impl HttpTransport {
                         req.headers_mut().insert(name, value);
                     }
                 }
-                return reqwest::RequestBuilder::from_parts(self.client.clone(), req);
+                return reqwest::RequestBuilder::from_parts(client.clone(), req);
             }
-            Err(_) => self.client.request(reqwest::Method::POST, &self.spec.url),
+            Err(_) => client.request(reqwest::Method::POST, &self.spec.url),
         };
         for (k, v) in extra {
             rb = rb.header(k.as_str(), v.as_str());
         }
         rb
+    }
+
+    /// The headers of a POST on the inline path: the same as [`Self::build`] sends, so both
+    /// paths look alike to the server.
+    fn post_headers(&self, extra: &ExtraHeaders) -> Result<http::HeaderMap, TransportError> {
+        let bad = |name: &str| TransportError::Http(format!("request error: header `{name}` is not a valid HTTP header"));
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json, text/event-stream"));
+        // Configured values may be secrets: an error names the header, never its value.
+        for (k, v) in &self.spec.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad(k))?;
+            h.append(name, http::HeaderValue::from_str(v).map_err(|_| bad(k))?);
+        }
+        if let Ok(s) = self.state.lock() {
+            if let Some(sid) = &s.session_id {
+                h.append(SESSION_HEADER, http::HeaderValue::from_str(sid).map_err(|_| bad(SESSION_HEADER))?);
+            }
+            if let Some(v) = &s.protocol_version {
+                h.append(PROTOCOL_HEADER, http::HeaderValue::from_str(v).map_err(|_| bad(PROTOCOL_HEADER))?);
+            }
+        }
+        for (k, v) in extra {
+            if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                h.insert(name, value);
+            }
+        }
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Ok(h)
     }
 
     /// Sends one message. A request's outcome arrives later on the inbound channel, tagged with
@@ -175,14 +263,21 @@ impl HttpTransport {
     ) -> Result<Option<Value>, TransportError> {
         let body = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
         let sent_session = self.session_id().is_some();
-        let resp = self
-            .build(reqwest::Method::POST, extra)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| TransportError::Http(without_url(&e)))?;
+        let mut resp = match (&self.inline, &self.client.inline) {
+            (Some(target), Some(pool)) => {
+                let req = target.request(http::Method::POST, self.post_headers(extra)?, body);
+                Response::Inline(pool.send(target, req, timeout).await?)
+            }
+            _ => Response::Pooled(
+                self.build(reqwest::Method::POST, extra)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .timeout(timeout)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| TransportError::Http(without_url(&e)))?,
+            ),
+        };
         let status = resp.status();
         // A session id is taken only from a successful `initialize` answer: any other response
         // (an error page, a 2026 answer) never turns a stateless connection into a session.
@@ -211,7 +306,7 @@ impl HttpTransport {
             // A JSON-RPC error body is still a valid answer to the request (e.g. a 400 carrying
             // -32022 from a 2026-07-28 server): relay it rather than inventing our own error.
             if !is_sse
-                && let Ok(bytes) = read_limited(resp, self.max_message).await
+                && let Ok(bytes) = read_limited(&mut resp, self.max_message).await
                 && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
                 && let Some(obj) = v.as_object_mut()
                 && obj.contains_key("error")
@@ -233,9 +328,9 @@ impl HttpTransport {
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {
-            self.pump_sse(resp, our_id, &mut direct).await
+            self.pump_sse(&mut resp, our_id, &mut direct).await
         } else {
-            let bytes = read_limited(resp, self.max_message).await?;
+            let bytes = read_limited(&mut resp, self.max_message).await?;
             if bytes.is_empty() && our_id.is_none() {
                 return Ok(None);
             }
@@ -271,11 +366,9 @@ impl HttpTransport {
     }
 
     /// Reads an SSE response until it carries the response to `our_id` (or ends).
-    async fn pump_sse(&self, resp: reqwest::Response, our_id: Option<u64>, direct: &mut bool) -> Result<Option<Value>, TransportError> {
+    async fn pump_sse(&self, resp: &mut Response<'_>, our_id: Option<u64>, direct: &mut bool) -> Result<Option<Value>, TransportError> {
         let mut decoder = sse::Decoder::new(self.max_message);
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| TransportError::Http(without_url(&e)))?;
+        while let Some(chunk) = resp.chunk().await? {
             let events = decoder.feed(&chunk).map_err(|e| TransportError::Invalid(e.to_string()))?;
             for ev in events {
                 if ev.data.trim().is_empty() {
@@ -334,8 +427,9 @@ impl HttpTransport {
                         backoff = Duration::from_millis(200);
                         let mut closed = this.dead_tx.subscribe();
                         let mut direct = false;
+                        let mut r = Response::Pooled(r);
                         tokio::select! {
-                            _ = this.pump_sse(r, None, &mut direct) => {}
+                            _ = this.pump_sse(&mut r, None, &mut direct) => {}
                             _ = closed.wait_for(|d| *d) => return,
                         }
                     }
@@ -373,11 +467,9 @@ fn answered_id(msg: &mut Value, related_to: Option<u64>) {
     }
 }
 
-async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, TransportError> {
+async fn read_limited(resp: &mut Response<'_>, max: usize) -> Result<Vec<u8>, TransportError> {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| TransportError::Http(without_url(&e)))?;
+    while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > max {
             return Err(TransportError::Invalid(format!("response larger than {max} bytes")));
         }

@@ -2,6 +2,7 @@
 //! semantics (handshake, id remapping, routing) live in [`crate::upstream`].
 
 pub mod http;
+mod inline;
 pub mod stdio;
 
 use serde_json::Value;

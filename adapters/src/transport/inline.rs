@@ -1,0 +1,445 @@
+//! HTTP/1.1 connections to plain `http://` upstreams, each driven inside the call that uses it.
+//!
+//! reqwest (hyper-util's pool) runs every connection as a task of its own: a call hands its
+//! request to that task through a channel and is woken through another when the answer is in,
+//! so each upstream exchange costs two task wakeups, often across the runtime's threads. Here
+//! the call polls the connection itself, alongside its own future, so the bytes the socket
+//! delivers complete the call in the same poll. Connections go back to a shared idle list once
+//! their response has been read to the end.
+//!
+//! Only plain `http://` URLs without credentials in them take this path, and only when no HTTP
+//! proxy is configured in the environment; everything else (TLS, proxies, the long-lived
+//! listen streams) stays on reqwest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::TransportError;
+
+type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection idle for longer than this is closed rather than reused (reqwest's default too).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Environment variables that route plain HTTP through a proxy in reqwest; when one is set,
+/// every request stays on reqwest so that the proxy is honoured.
+const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// Whether the inline path may be used in this process: not when an HTTP proxy is configured,
+/// nor when `CLAWGATE_UPSTREAM_INLINE=0` turns it off (an escape hatch, and the switch the
+/// load tests use to measure it).
+pub(crate) fn enabled_by_env() -> bool {
+    if PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty())) {
+        return false;
+    }
+    std::env::var("CLAWGATE_UPSTREAM_INLINE").map_or(true, |v| v != "0")
+}
+
+/// Where one transport's requests go on the inline path, taken once from its URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The `Host` header and the idle list's key: `host[:port]` as the URL spells it.
+    authority: String,
+    host: http::HeaderValue,
+    connect_host: String,
+    port: u16,
+    /// The request target in origin form (`/mcp?x=y`).
+    path: http::Uri,
+}
+
+impl Target {
+    /// `None` when the URL must go through reqwest: not `http`, or credentials in it.
+    pub(crate) fn from_url(url: &reqwest::Url) -> Option<Self> {
+        if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        let host_str = url.host_str()?;
+        let connect_host = match url.host()? {
+            url::Host::Domain(d) => d.to_owned(),
+            url::Host::Ipv4(a) => a.to_string(),
+            url::Host::Ipv6(a) => a.to_string(),
+        };
+        let port = url.port_or_known_default()?;
+        let authority = match url.port() {
+            Some(p) => format!("{host_str}:{p}"),
+            None => host_str.to_owned(),
+        };
+        let mut path = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Some(Self {
+            host: http::HeaderValue::from_str(&authority).ok()?,
+            authority,
+            connect_host,
+            port,
+            path: http::Uri::try_from(path).ok()?,
+        })
+    }
+
+    /// A request to this target with `headers` (which carry no `Host`) and `body`.
+    pub(crate) fn request(&self, method: http::Method, mut headers: http::HeaderMap, body: Vec<u8>) -> http::Request<Full<Bytes>> {
+        headers.insert(http::header::HOST, self.host.clone());
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        let mut req = http::Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.path.clone();
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+/// One HTTP/1.1 connection: the handle that sends requests and the state machine that moves
+/// bytes, which only runs while someone polls it.
+struct H1 {
+    send: http1::SendRequest<Full<Bytes>>,
+    conn: Connection,
+    /// The connection future has finished (closed or failed): never poll it again.
+    ended: bool,
+    idle_since: Instant,
+}
+
+impl H1 {
+    /// Whether a pooled connection can take a request now. Polling it once lets it read a close
+    /// the server sent while it sat idle, and lets it ask for the next request.
+    fn usable(&mut self) -> bool {
+        if self.ended || self.idle_since.elapsed() > IDLE_TIMEOUT {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if Pin::new(&mut self.conn).poll(&mut cx).is_ready() {
+            self.ended = true;
+            return false;
+        }
+        self.send.is_ready()
+    }
+}
+
+/// Polls `fut` with the connection running alongside it in the same task: the connection first,
+/// so that what it reads this turn completes `fut` in the same poll.
+async fn drive<F: Future>(conn: &mut Connection, ended: &mut bool, fut: F) -> Result<F::Output, TransportError> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        let mut outcome = None;
+        if !*ended && let Poll::Ready(r) = Pin::new(&mut *conn).poll(cx) {
+            *ended = true;
+            outcome = Some(r);
+        }
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match outcome {
+            // The connection is gone and `fut` still waits on it: it never will complete.
+            Some(Err(e)) => Poll::Ready(Err(TransportError::Http(format!("request error: {e}")))),
+            Some(Ok(())) => Poll::Ready(Err(TransportError::Closed)),
+            None if *ended => Poll::Ready(Err(TransportError::Closed)),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+fn timed_out() -> TransportError {
+    TransportError::Http("timeout error: the upstream did not answer in time".into())
+}
+
+/// Idle inline connections, shared by every transport of one HTTP client, keyed by authority.
+#[derive(Default)]
+pub(crate) struct Pool {
+    #[expect(clippy::vec_box, reason = "connections move between this list and the calls; boxed, each move is a pointer")]
+    idle: Mutex<HashMap<String, Vec<Box<H1>>>>,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(max_idle_per_host: usize) -> Self {
+        Self { idle: Mutex::new(HashMap::new()), max_idle: max_idle_per_host }
+    }
+
+    fn take(&self, target: &Target) -> Option<Box<H1>> {
+        loop {
+            let mut h = self.idle.lock().ok()?.get_mut(&target.authority)?.pop()?;
+            if h.usable() {
+                return Some(h);
+            }
+        }
+    }
+
+    fn put(&self, authority: &str, h: Box<H1>) {
+        let Ok(mut idle) = self.idle.lock() else { return };
+        if let Some(list) = idle.get_mut(authority) {
+            if list.len() < self.max_idle {
+                list.push(h);
+            }
+            return;
+        }
+        if self.max_idle > 0 {
+            idle.insert(authority.to_owned(), vec![h]);
+        }
+    }
+
+    /// A new connection, boxed: hyper's connection state is most of a kilobyte, and it moves
+    /// between the idle list and the calls.
+    async fn connect(target: &Target, deadline: Instant) -> Result<Box<H1>, TransportError> {
+        let connect_by = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+        let tcp = tokio::time::timeout_at(connect_by, TcpStream::connect((target.connect_host.as_str(), target.port)))
+            .await
+            .map_err(|_| TransportError::Http("connect error: timed out".into()))?
+            .map_err(|e| TransportError::Http(format!("connect error: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| TransportError::Http(format!("connect error: {e}")))?;
+        Ok(Box::new(H1 { send, conn, ended: false, idle_since: Instant::now() }))
+    }
+
+    /// Sends `req` on an idle connection to `target`, or a new one, and returns the response
+    /// once its head is in. A pooled connection that turns out closed before the request was
+    /// written is replaced by a new one and the request sent again.
+    pub(crate) async fn send<'p>(&'p self, target: &Target, mut req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Response<'p>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        let mut h = match self.take(target) {
+            Some(h) => h,
+            None => Self::connect(target, deadline).await?,
+        };
+        let head = loop {
+            let sent = h.send.try_send_request(req);
+            match tokio::time::timeout_at(deadline, drive(&mut h.conn, &mut h.ended, sent)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Ok(resp))) => break resp,
+                Ok(Ok(Err(mut e))) => match e.take_message() {
+                    // Never written: safe to send again, on a new connection.
+                    Some(again) => {
+                        req = again;
+                        h = Self::connect(target, deadline).await?;
+                    }
+                    None => return Err(TransportError::Http(format!("request error: {}", e.error()))),
+                },
+            }
+        };
+        let (parts, body) = head.into_parts();
+        Ok(Response { pool: self, authority: target.authority.clone(), h: Some(h), parts, body, deadline, finished: false })
+    }
+}
+
+/// An upstream response whose body is read by polling its connection. Once the body has been
+/// read to its end, dropping this puts the connection back in the idle list; a body left
+/// unread closes it.
+pub(crate) struct Response<'p> {
+    pool: &'p Pool,
+    authority: String,
+    h: Option<Box<H1>>,
+    parts: http::response::Parts,
+    body: Incoming,
+    deadline: Instant,
+    finished: bool,
+}
+
+impl Response<'_> {
+    pub(crate) fn status(&self) -> http::StatusCode {
+        self.parts.status
+    }
+
+    pub(crate) fn headers(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let Some(h) = self.h.as_mut() else { return Err(TransportError::Closed) };
+            let frame = match tokio::time::timeout_at(self.deadline, drive(&mut h.conn, &mut h.ended, self.body.frame())).await {
+                Err(_) => return Err(timed_out()),
+                Ok(r) => r?,
+            };
+            match frame {
+                None => {
+                    self.finished = true;
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(TransportError::Http(format!("request error: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Response<'_> {
+    fn drop(&mut self) {
+        if self.finished
+            && let Some(mut h) = self.h.take()
+            && !h.ended
+        {
+            h.idle_since = Instant::now();
+            self.pool.put(&self.authority, h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_plain_http_without_credentials_is_inline() {
+        assert!(Target::from_url(&url("https://example.com/mcp")).is_none());
+        assert!(Target::from_url(&url("http://user:pw@example.com/mcp")).is_none());
+        assert!(Target::from_url(&url("http://user@example.com/mcp")).is_none());
+        let t = Target::from_url(&url("http://127.0.0.1:8080/mcp?k=v#frag")).unwrap();
+        assert_eq!(t.authority, "127.0.0.1:8080");
+        assert_eq!(t.path, "/mcp?k=v");
+        assert_eq!((t.connect_host.as_str(), t.port), ("127.0.0.1", 8080));
+        let t = Target::from_url(&url("http://[::1]/")).unwrap();
+        assert_eq!((t.authority.as_str(), t.connect_host.as_str(), t.port), ("[::1]", "::1", 80));
+    }
+
+    /// A real HTTP/1.1 server on a loopback socket that answers each request with `reply` and
+    /// counts the connections it accepted. With `close_after_first`, it closes every connection
+    /// after its first answer (as a server whose keep-alive timer fired would).
+    #[allow(clippy::unwrap_used, reason = "test helper")]
+    async fn server(reply: &'static str, close_after_first: bool) -> (Target, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // Read one request: its head, then `content-length` bytes of body.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        if reply.is_empty() {
+                            continue; // never answer
+                        }
+                        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}", reply.len());
+                        if sock.write_all(resp.as_bytes()).await.is_err() || close_after_first {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (Target::from_url(&url(&format!("http://127.0.0.1:{port}/mcp"))).unwrap(), accepted)
+    }
+
+    #[allow(clippy::unwrap_used, reason = "test helper")]
+    async fn call(pool: &Pool, t: &Target, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        let mut resp = pool.send(t, t.request(http::Method::POST, http::HeaderMap::new(), b"{}".to_vec()), timeout).await?;
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let mut out = Vec::new();
+        while let Some(c) = resp.chunk().await? {
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_once_their_body_is_read() {
+        let (t, accepted) = server(r#"{"ok":true}"#, false).await;
+        let pool = Pool::new(4);
+        for _ in 0..50 {
+            assert_eq!(call(&pool, &t, Duration::from_secs(5)).await.unwrap(), br#"{"ok":true}"#);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "50 sequential calls share one connection");
+        // Concurrent calls each take their own connection; the idle list keeps at most 4.
+        let calls: Vec<_> = (0..8).map(|_| call(&pool, &t, Duration::from_secs(5))).collect();
+        for r in futures_util::future::join_all(calls).await {
+            assert_eq!(r.unwrap(), br#"{"ok":true}"#);
+        }
+        assert_eq!(pool.idle.lock().unwrap().get(&t.authority).map(Vec::len), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced() {
+        let (t, accepted) = server(r#"{"n":1}"#, true).await;
+        let pool = Pool::new(4);
+        for _ in 0..5 {
+            assert_eq!(call(&pool, &t, Duration::from_secs(5)).await.unwrap(), br#"{"n":1}"#);
+            // Give the server's close time to arrive, as it would for an idle connection.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_times_out_and_its_connection_is_not_reused() {
+        let (t, accepted) = server("", false).await;
+        let pool = Pool::new(4);
+        let started = std::time::Instant::now();
+        let err = call(&pool, &t, Duration::from_millis(200)).await.unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(pool.idle.lock().unwrap().get(&t.authority).is_none_or(Vec::is_empty));
+        let _ = call(&pool, &t, Duration::from_millis(50)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let t = Target::from_url(&url(&format!("http://127.0.0.1:{port}/"))).unwrap();
+        let err = call(&Pool::new(1), &t, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("connect error"), "{err}");
+    }
+
+    #[test]
+    fn requests_carry_host_and_length() {
+        let t = Target::from_url(&url("http://localhost:9/mcp")).unwrap();
+        let req = t.request(http::Method::POST, http::HeaderMap::new(), b"{}".to_vec());
+        assert_eq!(req.headers()[http::header::HOST], "localhost:9");
+        assert_eq!(req.headers()[http::header::CONTENT_LENGTH], "2");
+        assert_eq!(req.uri(), "/mcp");
+    }
+}
