@@ -208,23 +208,25 @@ impl Pool {
     }
 
     /// Sends `req` on an idle connection to `target`, or a new one, and returns the response
-    /// once its head is in. A pooled connection that turns out closed before the request was
-    /// written is replaced by a new one and the request sent again.
+    /// once its head is in. When the connection closed before the request was written (a pooled
+    /// one the server has just dropped), the request is sent again, once, on a new connection.
     pub(crate) async fn send<'p>(&'p self, target: &Target, mut req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Response<'p>, TransportError> {
         let deadline = Instant::now() + timeout;
         let mut h = match self.take(target) {
             Some(h) => h,
             None => Self::connect(target, deadline).await?,
         };
+        let mut resent = false;
         let head = loop {
             let sent = h.send.try_send_request(req);
             match tokio::time::timeout_at(deadline, drive(&mut h.conn, &mut h.ended, sent)).await {
                 Err(_) => return Err(timed_out()),
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(Ok(resp))) => break resp,
-                Ok(Ok(Err(mut e))) => match e.take_message() {
-                    // Never written: safe to send again, on a new connection.
+                Ok(Ok(Err(mut e))) => match e.take_message().filter(|_| !resent) {
+                    // Never written: safe to send again, once, on a new connection.
                     Some(again) => {
+                        resent = true;
                         req = again;
                         h = Self::connect(target, deadline).await?;
                     }
