@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use clawgate_policies::decision::Decision;
 use clawgate_policies::integrity::canonical;
+use clawgate_policies::labels::LabelView;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -42,6 +44,7 @@ type Build = Box<dyn FnOnce() -> Value + Send>;
 enum Entry {
     Record(Value),
     Later { event: &'static str, ts_ms: u64, build: Build },
+    Decision { ts_ms: u64, rec: Box<DecisionRecord> },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -101,11 +104,123 @@ impl Audit {
         }
     }
 
+    /// Queues one call's `decision` record. The writer renders it straight into its canonical
+    /// JSON, off the caller's path and without building a [`Value`].
+    pub fn decision(&self, rec: DecisionRecord) {
+        let ts_ms = now_ms();
+        match &self.tx {
+            None => tracing::debug!(target: "clawgate::audit", "{}", assemble("decision", ts_ms, rec.fields())),
+            Some(tx) => self.send(tx, Entry::Decision { ts_ms, rec: Box::new(rec) }),
+        }
+    }
+
     fn send(&self, tx: &mpsc::Sender<Entry>, entry: Entry) {
         if tx.try_send(entry).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!("audit queue full or closed; a record was dropped");
         }
+    }
+}
+
+/// One call's decision: who asked for what, the outcome and the deciding policies, the SHA-256
+/// of the exact call, and the arguments' labels (never argument values).
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub decision: Decision,
+    pub principal: String,
+    pub method: String,
+    pub upstream: String,
+    pub target: String,
+    /// SHA-256 of the exact call (`authz::call_digest`).
+    pub call: [u8; 32],
+    /// Shadow mode: the decision was recorded, not enforced.
+    pub shadow: bool,
+    pub labels: Option<LabelView>,
+}
+
+impl DecisionRecord {
+    /// The record's fields as JSON: for the log when there is no audit file, and the reference
+    /// [`DecisionRecord::write_canonical`] is tested against.
+    fn fields(self) -> Value {
+        let mut rec = crate::authz::summary(&self.decision);
+        if let Some(o) = rec.as_object_mut() {
+            if let Some(l) = self.labels {
+                o.insert("labels".into(), l.into_record());
+            }
+            o.insert("principal".into(), self.principal.into());
+            o.insert("method".into(), self.method.into());
+            o.insert("upstream".into(), self.upstream.into());
+            o.insert("target".into(), self.target.into());
+            o.insert("call".into(), format!("sha256:{}", hex::encode(self.call)).into());
+            if self.shadow {
+                o.insert("shadow".into(), true.into());
+            }
+        }
+        rec
+    }
+
+    /// The whole record as the writer hashes it: exactly the canonical JSON of [`assemble`] of
+    /// [`DecisionRecord::fields`] with the writer's own fields (`dropped_before` when not 0,
+    /// `prev`), written key by key in canonical order.
+    fn write_canonical(&self, ts_ms: u64, dropped_before: u64, prev: &str, out: &mut Vec<u8>) {
+        let s = |v: &str, out: &mut Vec<u8>| canonical::write_str(v, out);
+        let deny = match &self.decision {
+            Decision::Deny(d) => Some(d),
+            _ => None,
+        };
+        // Keys in canonical (byte) order: call, decision, detail, dropped_before, engine, event,
+        // labels, method, policies, prev, principal, reason, shadow, target, ts_ms, upstream.
+        out.extend_from_slice(b"{\"call\":\"sha256:");
+        let mut hex = [0u8; 64];
+        if hex::encode_to_slice(self.call, &mut hex).is_ok() {
+            out.extend_from_slice(&hex);
+        }
+        out.extend_from_slice(b"\",\"decision\":");
+        out.extend_from_slice(match self.decision {
+            Decision::Allow { .. } => b"\"allow\"",
+            Decision::Ask { .. } => b"\"ask\"",
+            Decision::Deny(_) => b"\"deny\"",
+        });
+        if let Some(d) = deny {
+            out.extend_from_slice(b",\"detail\":");
+            s(&d.detail, out);
+        }
+        if dropped_before > 0 {
+            out.extend_from_slice(format!(",\"dropped_before\":{dropped_before}").as_bytes());
+        }
+        if let Some(d) = deny {
+            out.extend_from_slice(b",\"engine\":");
+            s(d.engine.as_str(), out);
+        }
+        out.extend_from_slice(b",\"event\":\"decision\"");
+        if let Some(l) = &self.labels {
+            out.extend_from_slice(b",\"labels\":");
+            l.write_record(out);
+        }
+        out.extend_from_slice(b",\"method\":");
+        s(&self.method, out);
+        out.extend_from_slice(b",\"policies\":");
+        match &self.decision {
+            Decision::Allow { policies } => canonical::write_strs(policies.iter().map(String::as_str), out),
+            Decision::Ask { policy, .. } => canonical::write_strs([policy.as_str()], out),
+            Decision::Deny(d) => canonical::write_strs(d.policies.iter().map(String::as_str), out),
+        }
+        out.extend_from_slice(b",\"prev\":");
+        s(prev, out);
+        out.extend_from_slice(b",\"principal\":");
+        s(&self.principal, out);
+        if let Some(d) = deny {
+            out.extend_from_slice(b",\"reason\":");
+            s(d.reason.as_str(), out);
+        }
+        if self.shadow {
+            out.extend_from_slice(b",\"shadow\":true");
+        }
+        out.extend_from_slice(b",\"target\":");
+        s(&self.target, out);
+        out.extend_from_slice(format!(",\"ts_ms\":{ts_ms},\"upstream\":").as_bytes());
+        s(&self.upstream, out);
+        out.push(b'}');
     }
 }
 
@@ -148,15 +263,15 @@ impl Audit {
 }
 
 fn chain(prev: &str, rec: &Value) -> String {
-    chain_text(prev, &canonical::canonical_json(rec))
+    chain_text(prev, canonical::canonical_json(rec).as_bytes())
 }
 
 /// The chain hash over a record's canonical text.
-fn chain_text(prev: &str, canonical: &str) -> String {
+fn chain_text(prev: &str, canonical: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(canonical.as_bytes());
+    h.update(canonical);
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
@@ -170,7 +285,8 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
         }
     };
     let mut batch = Vec::new();
-    let mut buf = String::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut canon: Vec<u8> = Vec::with_capacity(1024);
     let mut flushes = Vec::new();
     // Records that queued up while the last batch was written go out in one write.
     while rx.blocking_recv_many(&mut batch, 256) > 0 {
@@ -178,47 +294,40 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
         let mut last = prev.clone();
         let mut entries = batch.drain(..);
         while let Some(entry) = entries.next() {
-            let mut rec = match entry {
-                Entry::Record(rec) => rec,
-                Entry::Later { event, ts_ms, build } => {
-                    // Building is the costly part: let a call's thread that waits for the core
-                    // go first, but only while the writer keeps up. Behind, it takes its full
-                    // share, or a busy machine would starve it and the queue would drop records.
-                    if entries.len() + rx.len() < YIELD_BELOW {
-                        std::thread::yield_now();
-                    }
-                    assemble(event, ts_ms, build())
-                }
+            // Building is the costly part: let a call's thread that waits for the core go
+            // first, but only while the writer keeps up. Behind, it takes its full share, or a
+            // busy machine would starve it and the queue would drop records.
+            let deferred = matches!(entry, Entry::Later { .. } | Entry::Decision { .. });
+            if deferred && entries.len() + rx.len() < YIELD_BELOW {
+                std::thread::yield_now();
+            }
+            canon.clear();
+            match entry {
                 Entry::Flush(done) => {
                     flushes.push(done);
                     continue;
                 }
-            };
-            if let Some(o) = rec.as_object_mut() {
-                let lost = dropped.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    o.insert("dropped_before".into(), lost.into());
-                }
-                o.insert("prev".into(), last.clone().into());
+                Entry::Decision { ts_ms, rec } => rec.write_canonical(ts_ms, dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
+                Entry::Record(rec) => write_generic(rec, dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
+                Entry::Later { event, ts_ms, build } => write_generic(assemble(event, ts_ms, build()), dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
             }
             // Serialised once: the canonical form is hashed and is also the line written, with
             // `hash` appended (`verify` removes it and re-canonicalises the rest to the same text).
-            let canon = canonical::canonical_json(&rec);
             let hash = chain_text(&last, &canon);
-            match canon.strip_suffix('}') {
+            match canon.strip_suffix(b"}") {
                 Some(body) if body.len() > 1 => {
-                    buf.push_str(body);
-                    buf.push_str(",\"hash\":\"");
+                    buf.extend_from_slice(body);
+                    buf.extend_from_slice(b",\"hash\":\"");
                 }
-                _ => buf.push_str("{\"hash\":\""),
+                _ => buf.extend_from_slice(b"{\"hash\":\""),
             }
-            buf.push_str(&hash);
-            buf.push_str("\"}\n");
+            buf.extend_from_slice(hash.as_bytes());
+            buf.extend_from_slice(b"\"}\n");
             last = hash;
         }
         // All or nothing per batch: on a failed write the chain goes on from the last record
         // that is on disk.
-        let written = buf.is_empty() || file.write_all(buf.as_bytes()).inspect_err(|e| tracing::error!("{}: audit write failed: {e}", path.display())).is_ok();
+        let written = buf.is_empty() || file.write_all(&buf).inspect_err(|e| tracing::error!("{}: audit write failed: {e}", path.display())).is_ok();
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
@@ -227,6 +336,17 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
             std::thread::sleep(GROUP_COMMIT);
         }
     }
+}
+
+/// A record built as JSON, with the writer's fields set, as canonical JSON into `out`.
+fn write_generic(mut rec: Value, dropped_before: u64, prev: &str, out: &mut Vec<u8>) {
+    if let Some(o) = rec.as_object_mut() {
+        if dropped_before > 0 {
+            o.insert("dropped_before".into(), dropped_before.into());
+        }
+        o.insert("prev".into(), prev.into());
+    }
+    canonical::write(&rec, out);
 }
 
 /// Checks a log's chain. Returns the number of records, or the line where it breaks.
@@ -349,6 +469,78 @@ mod tests {
                 assert_ne!(rec["hash"], "forged");
             }
         }
+    }
+
+    /// Decision records of every shape, from the calls' own paths: allowed with labels, asked,
+    /// denied with and without deciding policies, in shadow mode.
+    fn decisions() -> Vec<DecisionRecord> {
+        use clawgate_policies::decision::{Denial, DenyReason, EngineKind};
+        use clawgate_policies::labels::{ArgLabel, Label};
+        let mut args = std::collections::BTreeMap::new();
+        let mut data = Label::untrusted_private(Some("mail/read#c1:/0/body".into()));
+        data.readers = Some(["alice@example.com".to_owned()].into());
+        args.insert("body".to_owned(), ArgLabel { label: data.clone(), sources: ["matched", "model"].into(), matched: ["mail/read#c1:/0/body".to_owned()].into() });
+        args.insert("\u{1f600}\u{ff61}".to_owned(), ArgLabel { label: Label::intent(), sources: ["intent"].into(), matched: Default::default() });
+        args.insert("\u{ff61}".to_owned(), ArgLabel { label: Label::model_generated(), sources: ["model"].into(), matched: Default::default() });
+        let view = LabelView { session: data.clone(), control: Label::intent(), data, recipients: Default::default(), strict: true, args };
+        let base = DecisionRecord {
+            decision: Decision::Allow { policies: vec!["p1".into(), "tasks/mail \"reply\"".into()] },
+            principal: "agent:é\n".into(),
+            method: "tools/call".into(),
+            upstream: "mail".into(),
+            target: "mail__send".into(),
+            call: [0xab; 32],
+            shadow: false,
+            labels: Some(view),
+        };
+        let deny = |policies: Vec<String>, detail: &str| Decision::Deny(Denial { reason: DenyReason::Forbidden, engine: EngineKind::Cedar, policies, detail: detail.into() });
+        vec![
+            base.clone(),
+            DecisionRecord { labels: Some(LabelView::empty(false)), ..base.clone() },
+            DecisionRecord { labels: None, decision: Decision::Allow { policies: vec![] }, ..base.clone() },
+            DecisionRecord { decision: Decision::Ask { policy: "ask-first".into(), message: "may I?".into() }, ..base.clone() },
+            DecisionRecord { decision: deny(vec!["no-exfil".into()], "forbid \"no-exfil\" matched\u{7}"), ..base.clone() },
+            DecisionRecord { decision: deny(vec![], ""), labels: None, shadow: true, ..base.clone() },
+            DecisionRecord { decision: Decision::deny(DenyReason::RateLimited, EngineKind::Gateway, "over 10/s"), shadow: true, ..base },
+        ]
+    }
+
+    /// The writer renders a decision straight into canonical JSON: byte for byte what building
+    /// the record as JSON and canonicalising it gives (what `verify` recomputes), with and
+    /// without the writer's `dropped_before`.
+    #[test]
+    fn decision_records_written_directly_match_the_generic_path() {
+        let prev = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for rec in decisions() {
+            for dropped in [0, 3] {
+                let mut direct = Vec::new();
+                rec.write_canonical(1_700_000_000_123, dropped, prev, &mut direct);
+                let mut generic = Vec::new();
+                write_generic(assemble("decision", 1_700_000_000_123, rec.clone().fields()), dropped, prev, &mut generic);
+                assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(generic).unwrap());
+            }
+        }
+    }
+
+    /// Decision records go through the file and verify, among plain records.
+    #[tokio::test]
+    async fn decision_records_chain_and_verify() {
+        let path = fresh_log("clawgate-audit-decision");
+        let a = Audit::start(Some(&path)).unwrap();
+        for (i, rec) in decisions().into_iter().enumerate() {
+            a.record("test", json!({"i": i}));
+            a.decision(rec);
+        }
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert_eq!(verify(&path), Ok(14));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(first["event"], "decision");
+        assert_eq!(first["decision"], "allow");
+        assert_eq!(first["labels"]["args"]["body"]["label"]["readers"], json!(["alice@example.com"]));
+        // An edited decision breaks the chain.
+        std::fs::write(&path, text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1)).unwrap();
+        assert!(verify(&path).unwrap_err().contains("record altered"), "{:?}", verify(&path));
     }
 
     /// On a machine whose cores are all busy the writer still keeps up: it stops yielding once

@@ -525,24 +525,15 @@ impl Gateway {
         }
         // Only owned copies cross to the writer, which renders the record (the labels part is
         // most of its cost) off the call's path.
-        let (d, digest, principal) = (d.clone(), *digest, p.id().to_owned());
-        let (method, upstream, target) = (info.method.to_owned(), info.upstream.to_owned(), info.target.to_owned());
-        self.audit.record_later("decision", move || {
-            let mut rec = authz::summary(&d);
-            if let Some(o) = rec.as_object_mut() {
-                if let Some(l) = labels {
-                    o.insert("labels".into(), l.into_record());
-                }
-                o.insert("principal".into(), principal.into());
-                o.insert("method".into(), method.into());
-                o.insert("upstream".into(), upstream.into());
-                o.insert("target".into(), target.into());
-                o.insert("call".into(), format!("sha256:{}", hex::encode(digest)).into());
-                if shadow {
-                    o.insert("shadow".into(), true.into());
-                }
-            }
-            rec
+        self.audit.decision(crate::audit::DecisionRecord {
+            decision: d.clone(),
+            principal: p.id().to_owned(),
+            method: info.method.to_owned(),
+            upstream: info.upstream.to_owned(),
+            target: info.target.to_owned(),
+            call: *digest,
+            shadow,
+            labels,
         });
     }
 

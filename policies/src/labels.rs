@@ -33,6 +33,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::integrity::canonical;
+
 /// Words in one shingle: an argument that contains this many consecutive words of a field
 /// was derived from it.
 pub const SHINGLE_WORDS: usize = 5;
@@ -1073,6 +1075,49 @@ impl LabelView {
     }
 }
 
+impl LabelView {
+    /// [`LabelView::into_record`] as canonical JSON ([`canonical::canonical_json`]), written
+    /// straight into `out` without building the [`Value`]: the same bytes, at a fraction of the
+    /// cost (the audit writer renders one per call).
+    pub fn write_record(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"args\":{");
+        let mut args: Vec<(&String, &ArgLabel)> = self.args.iter().collect();
+        canonical::sort_keys(&mut args, |a| a.0);
+        for (i, (name, a)) in args.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            canonical::write_str(name, out);
+            out.extend_from_slice(b":{\"label\":");
+            write_label(&a.label, out);
+            out.extend_from_slice(b",\"matched\":");
+            canonical::write_strs(a.matched.iter().map(String::as_str), out);
+            out.extend_from_slice(b",\"sources\":");
+            canonical::write_strs(a.sources.iter().copied(), out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"},\"control\":");
+        write_label(&self.control, out);
+        out.extend_from_slice(b",\"data\":");
+        write_label(&self.data, out);
+        out.extend_from_slice(b",\"session\":");
+        write_label(&self.session, out);
+        out.extend_from_slice(if self.strict { b",\"strict\":true}" } else { b",\"strict\":false}" });
+    }
+}
+
+/// [`label_into_json`] as canonical JSON.
+fn write_label(l: &Label, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"origins\":");
+    canonical::write_strs(l.origins.iter().map(String::as_str), out);
+    out.extend_from_slice(b",\"readers\":");
+    match &l.readers {
+        None => out.extend_from_slice(b"\"public\""),
+        Some(r) => canonical::write_strs(r.iter().map(String::as_str), out),
+    }
+    out.extend_from_slice(if l.trusted { b",\"trusted\":true}" } else { b",\"trusted\":false}" });
+}
+
 /// [`label_json`] for a label that is not needed afterwards: its strings move into the JSON.
 fn label_into_json(l: Label) -> Value {
     serde_json::json!({
@@ -1220,6 +1265,32 @@ mod tests {
 
     /// The decision record's labels part: every label as [`label_json`] renders it, arguments
     /// with their sources and matched fields.
+    /// The direct writer and the generic path (build the JSON, then canonicalise it) give the
+    /// same bytes, or audit chains would stop verifying: argument names whose UTF-16 order
+    /// differs from their byte order, strings that need escaping, public and closed labels.
+    #[test]
+    fn the_record_written_directly_is_its_canonical_json() {
+        let closed = |origins: &[&str], readers: &[&str], trusted: bool| Label { trusted, readers: Some(readers.iter().map(|r| (*r).to_owned()).collect()), origins: origins.iter().map(|o| (*o).to_owned()).collect() };
+        let arg = |l: Label, sources: &[&'static str], matched: &[&str]| ArgLabel { label: l, sources: sources.iter().copied().collect(), matched: matched.iter().map(|m| (*m).to_owned()).collect() };
+        let mut args = BTreeMap::new();
+        args.insert("to".to_owned(), arg(Label::intent(), &["intent"], &[]));
+        args.insert("body \"q\"\n".to_owned(), arg(closed(&["mail/read#c1:/0/body", "é\u{1f600}"], &["alice@example.com", "bob"], false), &["matched", "model"], &["mail/read#c1:/0/body"]));
+        args.insert("\u{ff61}".to_owned(), arg(Label::model_generated(), &["model"], &[]));
+        args.insert("\u{1f600}".to_owned(), arg(closed(&[], &[], true), &["matched"], &["x"]));
+        args.insert("\u{e9}".to_owned(), arg(Label::bottom(), &[], &[]));
+        let views = [
+            LabelView::empty(false),
+            LabelView::empty(true),
+            LabelView { session: closed(&["a/b#1:/x"], &["carol"], false), control: Label::intent(), data: closed(&["\u{7}\u{2028}"], &[], false), recipients: BTreeSet::new(), strict: true, args },
+        ];
+        for v in views {
+            let mut direct = Vec::new();
+            v.write_record(&mut direct);
+            let want = canonical::canonical_json(&v.clone().into_record());
+            assert_eq!(String::from_utf8(direct).unwrap(), want);
+        }
+    }
+
     #[test]
     fn the_record_renders_each_label_as_label_json_does() {
         let untrusted = Label { trusted: false, readers: Some(["a@x.example".into(), "b@x.example".into()].into()), origins: ["up/t#1:/m/0".into(), "up/t#2".into()].into() };

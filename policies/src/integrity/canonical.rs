@@ -18,26 +18,21 @@ pub fn canonical_json(v: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write(v: &Value, out: &mut Vec<u8>) {
+/// Appends the canonical JSON of `v` to `out`.
+pub fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            // UTF-16 order; for ASCII keys that is byte order, compared without re-encoding.
-            if keys.iter().all(|k| k.is_ascii()) {
-                keys.sort_unstable();
-            } else {
-                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            }
+            // Sorted with their values: no lookup (and no key hashing) per key.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            sort_keys(&mut entries, |e| e.0);
             out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
+            for (i, (k, child)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                leaf(*k, out);
+                leaf(k, out);
                 out.push(b':');
-                if let Some(child) = map.get(*k) {
-                    write(child, out);
-                }
+                write(child, out);
             }
             out.push(b'}');
         }
@@ -53,6 +48,34 @@ fn write(v: &Value, out: &mut Vec<u8>) {
         }
         other => leaf(other, out),
     }
+}
+
+/// Sorts an object's entries into canonical key order: by UTF-16 code units, which for ASCII
+/// keys is byte order (compared without re-encoding). For writers that emit canonical JSON
+/// without building a [`Value`] first.
+pub fn sort_keys<T>(entries: &mut [T], key: impl Fn(&T) -> &str) {
+    if entries.iter().all(|e| key(e).is_ascii()) {
+        entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    } else {
+        entries.sort_by(|a, b| key(a).encode_utf16().cmp(key(b).encode_utf16()));
+    }
+}
+
+/// Appends a string exactly as canonical JSON writes it (serde_json's escaping).
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    leaf(s, out);
+}
+
+/// Appends an array of strings, in the order given (arrays keep their order in canonical JSON).
+pub fn write_strs<'a>(items: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        leaf(s, out);
+    }
+    out.push(b']');
 }
 
 /// A string, number, boolean or null exactly as serde_json prints it, straight into `out`.
