@@ -1335,7 +1335,7 @@ mod tests {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             // Mostly short strings, some long enough for many runs of words.
-            let n = if seed % 10 == 0 { 40 + (seed % 64) as usize } else { (seed % 9) as usize };
+            let n = if seed.is_multiple_of(10) { 40 + (seed % 64) as usize } else { (seed % 9) as usize };
             for i in 0..n {
                 // Mostly words and single spaces, so that the shortcut is taken often too.
                 let pick = (seed >> ((i * 5 + 8) % 56)) as usize % (parts.len() * 2);
