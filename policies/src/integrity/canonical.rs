@@ -36,16 +36,7 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write(item, out);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => array(items, out, write),
         other => leaf(other, out),
     }
 }
@@ -68,12 +59,17 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
 
 /// Appends an array of strings, in the order given (arrays keep their order in canonical JSON).
 pub fn write_strs<'a>(items: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8>) {
+    array(items, out, leaf);
+}
+
+/// An array: `each` writes every item, in order, between commas.
+fn array<T>(items: impl IntoIterator<Item = T>, out: &mut Vec<u8>, each: impl Fn(T, &mut Vec<u8>)) {
     out.push(b'[');
-    for (i, s) in items.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        leaf(s, out);
+        each(item, out);
     }
     out.push(b']');
 }
