@@ -460,12 +460,12 @@ pub enum KeyKind {
 /// Lowercased, whitespace-collapsed form used for whole-value keys and verification.
 fn norm(s: &str) -> String {
     let lower = s.to_lowercase();
-    if is_collapsed(&lower) { lower } else { collapse(&lower) }
+    if is_collapsed(&lower) { lower } else { collapse_runs(&lower) }
 }
 
 /// Whether [`collapse`] would return `s` unchanged: ASCII, no whitespace but single spaces,
-/// none at either end. A few vectorised scans, where collapsing goes byte by byte; most text
-/// (prose, ids, addresses) passes.
+/// none at either end. A few vectorised scans; most text (prose, ids, addresses) passes and is
+/// then used as it is.
 fn is_collapsed(s: &str) -> bool {
     let b = s.as_bytes();
     s.is_ascii()
@@ -478,42 +478,14 @@ fn is_collapsed(s: &str) -> bool {
 
 /// Whitespace runs collapsed to single spaces, trimmed.
 fn collapse(s: &str) -> String {
-    if is_collapsed(s) {
-        return s.to_owned();
-    }
+    if is_collapsed(s) { s.to_owned() } else { collapse_runs(s) }
+}
+
+/// [`collapse`] without its already-collapsed shortcut.
+fn collapse_runs(s: &str) -> String {
     if s.is_ascii() {
-        // The same split, bytewise: for ASCII, `char::is_whitespace` is exactly these. Runs of
-        // words joined by single spaces (most of any text) are copied whole, not byte by byte.
-        let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        loop {
-            while i < b.len() && is_ws(b[i]) {
-                i += 1;
-            }
-            if i == b.len() {
-                break;
-            }
-            if !out.is_empty() {
-                out.push(b' ');
-            }
-            let start = i;
-            loop {
-                while i < b.len() && !is_ws(b[i]) {
-                    i += 1;
-                }
-                // One space and then a word: the run goes on.
-                if i + 1 < b.len() && b[i] == b' ' && !is_ws(b[i + 1]) {
-                    i += 1;
-                } else {
-                    break;
-                }
-            }
-            out.extend_from_slice(&b[start..i]);
-        }
         // ASCII in, ASCII out: always UTF-8.
-        return String::from_utf8(out).unwrap_or_default();
+        return String::from_utf8(collapse_ascii(s.as_bytes())).unwrap_or_default();
     }
     let mut out = String::with_capacity(s.len());
     for w in s.split_whitespace() {
@@ -523,6 +495,45 @@ fn collapse(s: &str) -> String {
         out.push_str(w);
     }
     out
+}
+
+/// [`collapse`] of ASCII text: the same split, bytewise (for ASCII, `char::is_whitespace` is
+/// exactly these six bytes). Text between irregular whitespace (a control whitespace byte, or
+/// two spaces) is copied whole. Vectorised scans find the irregular whitespace, and each scan
+/// only moves forward, so the whole is linear however the whitespace falls.
+fn collapse_ascii(s: &[u8]) -> Vec<u8> {
+    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let start = s.iter().position(|&b| !is_ws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_ws(b)).map_or(start, |e| e + 1);
+    let b = &s[start..end];
+    type Find = fn(&[u8]) -> Option<usize>;
+    let finders: [Find; 3] = [|h| memchr::memchr3(b'\t', b'\n', b'\r', h), |h| memchr::memchr2(b'\x0B', b'\x0C', h), |h| memchr::memmem::find(h, b"  ")];
+    // Where each kind of irregular whitespace next occurs (`b.len()` for nowhere), rescanned
+    // from `i` only once `i` has passed it.
+    let mut next = finders.map(|f| f(b).unwrap_or(b.len()));
+    let mut out = Vec::with_capacity(b.len());
+    // `i` is always on a word: `b` is trimmed, and each run below is skipped whole.
+    let mut i = 0;
+    loop {
+        for (n, f) in next.iter_mut().zip(finders) {
+            if *n < i {
+                *n = f(&b[i..]).map_or(b.len(), |p| p + i);
+            }
+        }
+        let j = next.iter().copied().min().unwrap_or(b.len());
+        if j >= b.len() {
+            out.extend_from_slice(&b[i..]);
+            return out;
+        }
+        // The run of whitespace around `j` starts at most one (single) space before it.
+        let run = if j > i && b[j - 1] == b' ' { j - 1 } else { j };
+        out.extend_from_slice(&b[i..run]);
+        out.push(b' ');
+        i = j;
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+    }
 }
 
 /// Words (alphanumeric runs, lowercased) joined by single spaces, with a space on both ends so
@@ -549,7 +560,7 @@ fn id_line(s: &str) -> String {
 fn ids(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     // Every id holds an ASCII digit (an IBAN's third character, any other id somewhere).
-    if !s.bytes().any(|b| b.is_ascii_digit()) {
+    if !has_digit(s) {
         return out;
     }
     let words: Vec<&str> = s.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')).filter(|w| !w.is_empty()).collect();
@@ -582,6 +593,12 @@ fn ids(s: &str) -> Vec<String> {
         i += 1;
     }
     out
+}
+
+/// Whether `s` holds an ASCII digit. In blocks without an early exit inside, so that the
+/// compiler vectorises it: most text has none, and is scanned whole.
+fn has_digit(s: &str) -> bool {
+    s.as_bytes().chunks(64).any(|c| c.iter().fold(false, |any, b| any | b.is_ascii_digit()))
 }
 
 fn emails(s: &str) -> Vec<String> {
@@ -646,7 +663,7 @@ fn point_keys(s: &str, lower: &str, whole: String, min_len: usize, out: &mut Vec
     if lower.contains("http") {
         out.extend(urls(lower).into_iter().map(|text| Key { kind: KeyKind::Url, text }));
     }
-    if s.bytes().any(|b| b.is_ascii_digit()) {
+    if has_digit(s) {
         out.extend(ids(s).into_iter().map(|text| Key { kind: KeyKind::Id, text }));
     }
 }
@@ -654,15 +671,17 @@ fn point_keys(s: &str, lower: &str, whole: String, min_len: usize, out: &mut Vec
 /// Calls `f` with every window of [`SHINGLE_WORDS`] words of already-lowercased text, and the
 /// window's [`shingle_hash`] (each word is hashed once, each window combines five).
 fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
+    // The first MAX_SHINGLES windows use only this many words; the rest are not split out.
+    let used = MAX_SHINGLES + SHINGLE_WORDS - 1;
     let words: Vec<&str> = if lower.is_ascii() {
         // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`.
-        lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect()
+        lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).take(used).collect()
     } else {
-        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect()
+        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(used).collect()
     };
     if words.len() >= SHINGLE_WORDS {
-        let hashes: Vec<u64> = words.iter().take(MAX_SHINGLES + SHINGLE_WORDS - 1).map(|w| word_hash(w)).collect();
-        for (win, hs) in words.windows(SHINGLE_WORDS).zip(hashes.windows(SHINGLE_WORDS)).take(MAX_SHINGLES) {
+        let hashes: Vec<u64> = words.iter().map(|w| word_hash(w)).collect();
+        for (win, hs) in words.windows(SHINGLE_WORDS).zip(hashes.windows(SHINGLE_WORDS)) {
             f(win, combine_words(hs));
         }
     }
@@ -708,11 +727,16 @@ fn truncate(s: &str, max_chars: usize) -> &str {
 /// keyed hash (the key is random per process; the index is never persisted, and keying keeps
 /// crafted collisions out). Only an index: every hit is verified.
 fn key_hash(kind: KeyKind, text: &str) -> u64 {
-    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
     if kind == KeyKind::Shingle {
         return shingle_hash(&text.split(' ').collect::<Vec<_>>());
     }
-    KEYS.get_or_init(ahash::RandomState::new).hash_one((kind as u8, text))
+    keyed().hash_one((kind as u8, text))
+}
+
+/// The process's random hash key for the index and the dedupe table.
+fn keyed() -> &'static ahash::RandomState {
+    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(ahash::RandomState::new)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -830,12 +854,7 @@ impl SessionLabels {
         for f in &batch.fields {
             let Some(label) = labels.get(f.label as usize) else { continue };
             let whole = norm(&f.text);
-            let class = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (&whole, label.trusted, &label.readers).hash(&mut h);
-                h.finish()
-            };
+            let class = keyed().hash_one((&whole, label.trusted, &label.readers));
             // Verified, not just hashed: a different text or label is always stored.
             if let Some(old) = self.dedupe.get(&class).and_then(|id| self.fields.get(id))
                 && old.whole == whole
@@ -1213,6 +1232,45 @@ mod tests {
         let t = s.trace_args(Some(&json!({"x": "beta gamma delta epsilon zeta", "y": "alpha beta gamma delta epsilon and more"})), &IntentValues::default());
         assert!(t["x"].sources.contains("model"));
         assert!(t["y"].sources.contains("matched"));
+    }
+
+    /// Shingles are the first MAX_SHINGLES windows of a long text, in order, and only those.
+    #[test]
+    fn shingles_stop_at_the_cap() {
+        let words: Vec<String> = (0..MAX_SHINGLES * 2).map(|i| format!("w{i}")).collect();
+        let text = format!("  {}\n", words.join(" \t"));
+        let mut seen = Vec::new();
+        for_each_shingle(&text, |win, hash| {
+            assert_eq!(hash, shingle_hash(win));
+            seen.push(win.join(" "));
+        });
+        assert_eq!(seen.len(), MAX_SHINGLES);
+        assert_eq!(seen[0], words[..SHINGLE_WORDS].join(" "));
+        assert_eq!(seen[MAX_SHINGLES - 1], words[MAX_SHINGLES - 1..MAX_SHINGLES - 1 + SHINGLE_WORDS].join(" "));
+        // A text that is a later run matches nothing the long text stored.
+        let mut s = SessionLabels::new(10, 5);
+        s.apply(&label_result(&LabelInput { origin: "o#1".into(), rule: None, declared: false }, &json!({"structuredContent": {"a": text}})));
+        let early = words[10..10 + SHINGLE_WORDS].join(" ");
+        let late = words[MAX_SHINGLES + 10..MAX_SHINGLES + 10 + SHINGLE_WORDS].join(" ");
+        let t = s.trace_args(Some(&json!({"early": early, "late": late})), &IntentValues::default());
+        assert!(t["early"].sources.contains("matched"));
+        assert!(t["late"].sources.contains("model"));
+    }
+
+    /// The vectorised digit scan agrees with the plain one, wherever the digit falls.
+    #[test]
+    fn has_digit_finds_a_digit_anywhere() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            let base = "a".repeat(len);
+            assert!(!has_digit(&base));
+            for at in 0..len {
+                let mut b = base.clone().into_bytes();
+                b[at] = b'0' + (at % 10) as u8;
+                let s = String::from_utf8(b).unwrap();
+                assert!(has_digit(&s), "{len} {at}");
+            }
+        }
+        assert!(!has_digit("é ٣ ½"), "only ASCII digits count");
     }
 
     #[test]
