@@ -149,6 +149,102 @@ pub fn depth_exceeds(bytes: &[u8], max: usize) -> bool {
     false
 }
 
+/// A message as compact JSON: byte for byte what `serde_json::to_vec` writes (member order kept,
+/// numbers printed by serde_json), with strings scanned eight bytes at a time. Relayed results
+/// are mostly long clean strings, and serde_json looks at each byte in turn.
+pub fn to_vec(msg: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write(msg, &mut out);
+    out
+}
+
+/// Appends `v` as compact JSON (see [`to_vec`]).
+pub fn write(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            // Writing a number into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => write_str(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(k, out);
+                out.push(b':');
+                write(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it: `"` and `\\`, the five short escapes, and
+/// `\u00xx` (lowercase hex) for the other control bytes; everything else as it is.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of the word is below 0x20, or is `"` or `\\` (exact for the word as a
+    // whole: a borrow only ever flags bytes above one that is truly flagged).
+    let needs_escape = |w: u64| {
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        (w.wrapping_sub(ONES * 0x20) & !w & HIGHS) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
+    };
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut clean = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(w) = b[i..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*w))
+        {
+            i += 8;
+            continue;
+        }
+        let c = b[i];
+        let short = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0C => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1F => b'u',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&b[clean..i]);
+        out.extend_from_slice(&[b'\\', short]);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xF)]]);
+        }
+        i += 1;
+        clean = i;
+    }
+    out.extend_from_slice(&b[clean..]);
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +269,33 @@ mod tests {
         assert!(!depth_exceeds(br#"{"a":"\"[[[[\\"}"#, 1));
         let deep = "[".repeat(10_000);
         assert!(depth_exceeds(deep.as_bytes(), 64));
+    }
+
+    /// The fast writer is serde_json's writer, byte for byte: every ASCII byte and some
+    /// non-ASCII at every offset of an eight-byte block, long clean runs, nesting, keys that need
+    /// escaping, every kind of number.
+    #[test]
+    fn to_vec_is_serde_json_byte_for_byte() {
+        let mut strings: Vec<String> = Vec::new();
+        for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '\u{7f}', '😀']) {
+            for at in 0..17 {
+                let mut t = "abcdefghijklmnop".chars().take(at).collect::<String>();
+                t.push(c);
+                t.push_str("qrstuvwxyz");
+                strings.push(t);
+            }
+        }
+        let long = "the quarterly report shows revenue growth ".repeat(400);
+        strings.extend([String::new(), long.clone(), format!("{long}\"\n{long}\\"), "\u{1}\u{1f}\"\\".repeat(9)]);
+        for t in &strings {
+            let v = Value::String(t.clone());
+            assert_eq!(to_vec(&v), serde_json::to_vec(&v).unwrap(), "{t:?}");
+        }
+        let numbers = json!([0, -1, 1.5, -0.0, 1e300, 5e-324, 0.1, u64::MAX, i64::MIN, 12345678901234567890u64, 3.0]);
+        let nested = json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": long}], "isError": false, "n": null, "a\"b\u{1}": {"": []}, "x": [[], {}, [true, false, null]]}, "numbers": numbers});
+        assert_eq!(to_vec(&nested), serde_json::to_vec(&nested).unwrap());
+        let keys: serde_json::Map<String, Value> = strings.iter().take(300).map(|k| (k.clone(), Value::from(k.len()))).collect();
+        let keys = Value::Object(keys);
+        assert_eq!(to_vec(&keys), serde_json::to_vec(&keys).unwrap());
     }
 }

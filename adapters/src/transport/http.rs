@@ -261,7 +261,7 @@ impl HttpTransport {
         timeout: Duration,
         mut direct: bool,
     ) -> Result<Option<Value>, TransportError> {
-        let body = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
+        let body = jsonrpc::to_vec(msg);
         let sent_session = self.session_id().is_some();
         let mut resp = match (&self.inline, &self.client.inline) {
             (Some(target), Some(pool)) => {

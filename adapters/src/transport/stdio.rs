@@ -132,8 +132,7 @@ impl StdioTransport {
     }
 
     pub async fn send(&self, msg: &serde_json::Value) -> Result<(), TransportError> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| TransportError::Invalid(e.to_string()))?;
-        self.out.send(bytes).await.map_err(|_| TransportError::Closed)
+        self.out.send(crate::jsonrpc::to_vec(msg)).await.map_err(|_| TransportError::Closed)
     }
 
     /// Resolves once the child is gone.

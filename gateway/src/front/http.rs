@@ -76,8 +76,9 @@ fn error_response(e: &CallError, id: Value) -> Response {
 }
 
 fn json_response(status: StatusCode, body: &Value, session: Option<&str>) -> Response {
-    // `to_vec` writes straight into one buffer (`to_string` goes through `fmt::Write`, piece by piece).
-    let Ok(bytes) = serde_json::to_vec(body) else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    // Straight into one buffer (`to_string` goes through `fmt::Write`, piece by piece), with
+    // long strings escaped a word at a time.
+    let bytes = jsonrpc::to_vec(body);
     let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     if let Some(sid) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
         r.headers_mut().insert(SESSION, sid);

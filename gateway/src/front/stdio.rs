@@ -39,7 +39,7 @@ where
     let writer = tokio::spawn(async move {
         let mut output = output;
         while let Some(msg) = out_rx.recv().await {
-            let mut line = msg.to_string().into_bytes();
+            let mut line = jsonrpc::to_vec(&msg);
             line.push(b'\n');
             if output.write_all(&line).await.is_err() || output.flush().await.is_err() {
                 break;
