@@ -471,10 +471,13 @@ fn is_collapsed(s: &str) -> bool {
     s.is_ascii()
         && b.first() != Some(&b' ')
         && b.last() != Some(&b' ')
-        && memchr::memchr3(b'\t', b'\n', b'\r', b).is_none()
-        && memchr::memchr2(b'\x0B', b'\x0C', b).is_none()
-        && memchr::memmem::find(b, b"  ").is_none()
+        && IRREGULAR.iter().all(|find| find(b).is_none())
 }
+
+/// Scans for whitespace that collapsing changes in ASCII text: a control
+/// whitespace byte, or two spaces. Each returns the first offset found.
+type Find = fn(&[u8]) -> Option<usize>;
+const IRREGULAR: [Find; 3] = [|h| memchr::memchr3(b'\t', b'\n', b'\r', h), |h| memchr::memchr2(b'\x0B', b'\x0C', h), |h| memchr::memmem::find(h, b"  ")];
 
 /// Whitespace runs collapsed to single spaces, trimmed.
 fn collapse(s: &str) -> String {
@@ -506,16 +509,14 @@ fn collapse_ascii(s: &[u8]) -> Vec<u8> {
     let start = s.iter().position(|&b| !is_ws(b)).unwrap_or(s.len());
     let end = s.iter().rposition(|&b| !is_ws(b)).map_or(start, |e| e + 1);
     let b = &s[start..end];
-    type Find = fn(&[u8]) -> Option<usize>;
-    let finders: [Find; 3] = [|h| memchr::memchr3(b'\t', b'\n', b'\r', h), |h| memchr::memchr2(b'\x0B', b'\x0C', h), |h| memchr::memmem::find(h, b"  ")];
     // Where each kind of irregular whitespace next occurs (`b.len()` for nowhere), rescanned
     // from `i` only once `i` has passed it.
-    let mut next = finders.map(|f| f(b).unwrap_or(b.len()));
+    let mut next = IRREGULAR.map(|f| f(b).unwrap_or(b.len()));
     let mut out = Vec::with_capacity(b.len());
     // `i` is always on a word: `b` is trimmed, and each run below is skipped whole.
     let mut i = 0;
     loop {
-        for (n, f) in next.iter_mut().zip(finders) {
+        for (n, f) in next.iter_mut().zip(IRREGULAR) {
             if *n < i {
                 *n = f(&b[i..]).map_or(b.len(), |p| p + i);
             }
