@@ -10,6 +10,12 @@
 //! - `cedar/with_labels` vs `cedar/without_labels`: the Cedar decision with `context.labels`
 //!   filled (four label rules) against the same engine with an empty view.
 //!
+//! - `record/new_1k`, `record/new_16k`: recording a tool result whose text the session has not
+//!   seen (one 1 KB or 16 KB text field) into a session bounded at 256 fields, cycling through
+//!   512 distinct results so that every one is new: lowercasing, normalising, the index keys
+//!   and the stored lines, with eviction amortised in. `record/repeat_16k` records the same
+//!   16 KB result again (the dedupe hit an echo tool sees).
+//!
 //! Before criterion, a percentile pass times 20,000 interleaved single calls and prints
 //! p50/p99 against the targets (provenance ≤ 20 µs p50 added; join+check ≤ 1 µs).
 //! Run: `cargo bench -p clawgate-policies --bench labels`.
@@ -21,7 +27,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use clawgate_policies::cedar::{Engine, EngineOptions, Intent, Inventory, PolicySource, PreparedPrincipal, PrincipalInfo, PrincipalKind, ToolAttrs, ToolMeta, UpstreamMeta};
-use clawgate_policies::labels::{ArgRoles, FieldPath, IntentValues, Label, LabelInput, LabelView, OutputRule, SessionLabels, label_result};
+use clawgate_policies::labels::{ArgRoles, FieldPath, IntentValues, Label, LabelInput, LabelView, OutputRule, ResultBatch, SessionLabels, label_result};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
@@ -76,6 +82,12 @@ fn session_with(body: fn(usize, usize) -> String) -> SessionLabels {
     }
     assert!(s.field_count() >= 1000, "{}", s.field_count());
     s
+}
+
+/// 512 tool results, each one text field of `words` distinct mail-like words (150 words is
+/// about 1 KB, 2,400 about 16 KB), labelled as the gateway labels a result with no rule.
+fn new_results(words: usize) -> Vec<ResultBatch> {
+    (0..512).map(|k| label_result(&LabelInput { origin: format!("fx/echo#{k}"), rule: None, declared: false }, &json!({"content": [{"type": "text", "text": sentence(10_000 + k, words)}]}))).collect()
 }
 
 fn args() -> Value {
@@ -211,6 +223,23 @@ fn bench(c: &mut Criterion) {
             j.trusted && j.readable_by(view.recipients.iter().map(String::as_str))
         })
     });
+    let mut g = c.benchmark_group("record");
+    for (name, words) in [("new_1k", 150), ("new_16k", 2_400)] {
+        let batches = new_results(words);
+        let mut s = SessionLabels::new(256, 5);
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                s.apply(black_box(&batches[i % batches.len()]));
+                i += 1;
+            })
+        });
+    }
+    let repeat = new_results(2_400).swap_remove(0);
+    let mut s = SessionLabels::new(256, 5);
+    s.apply(&repeat);
+    g.bench_function("repeat_16k", |b| b.iter(|| s.apply(black_box(&repeat))));
+    g.finish();
     let mut g = c.benchmark_group("cedar");
     g.bench_function("with_labels", |b| b.iter(|| engine.decide_tool_labelled(p, "mail__send", Some(black_box(a)), view, *now)));
     g.bench_function("without_labels", |b| b.iter(|| engine.decide_tool_labelled(p, "mail__send", Some(black_box(a)), empty, *now)));

@@ -548,6 +548,28 @@ fn word_line(s: &str) -> String {
     out
 }
 
+/// [`word_line`] of `s`, given `lower` (`s` lowercased). ASCII text is split bytewise out of
+/// `lower`, in one pass with no per-word work.
+fn word_line_of(s: &str, lower: &str) -> String {
+    if !s.is_ascii() {
+        return word_line(s);
+    }
+    let mut out = Vec::with_capacity(lower.len() + 2);
+    out.push(b' ');
+    for &b in lower.as_bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b);
+        } else if out.last() != Some(&b' ') {
+            out.push(b' ');
+        }
+    }
+    if out.last() != Some(&b' ') {
+        out.push(b' ');
+    }
+    // ASCII in, ASCII out: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Ids with separators removed, uppercased (`DE89 3704 0044…` → `DE893704…`), space-framed.
 fn id_line(s: &str) -> String {
     let mut out = String::from(" ");
@@ -651,11 +673,34 @@ pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
     });
 }
 
+/// The index hashes ([`key_hash`]) of [`match_keys`]'s keys of `s`, in the same order, given
+/// `lower` (`s` lowercased) and `whole` (its [`norm`]). Shingles are hashed straight from the
+/// words, so neither their text nor the whole value's is copied.
+fn key_hashes(s: &str, lower: &str, whole: &str, min_len: usize, out: &mut Vec<u64>) {
+    if whole_is_key(whole, min_len) {
+        out.push(key_hash(KeyKind::Whole, whole));
+    }
+    let mut keys = Vec::new();
+    marked_keys(s, lower, &mut keys);
+    out.extend(keys.iter().map(|k| key_hash(k.kind, &k.text)));
+    for_each_shingle(lower, |_, hash| out.push(hash));
+}
+
 /// The whole-value, email, URL and id keys (everything but shingles).
 fn point_keys(s: &str, lower: &str, whole: String, min_len: usize, out: &mut Vec<Key>) {
-    if whole.chars().count() >= min_len.max(1) {
+    if whole_is_key(&whole, min_len) {
         out.push(Key { kind: KeyKind::Whole, text: whole });
     }
+    marked_keys(s, lower, out);
+}
+
+/// Whether a value's normalised whole text is long enough to be a key.
+fn whole_is_key(whole: &str, min_len: usize) -> bool {
+    whole.chars().count() >= min_len.max(1)
+}
+
+/// The email, URL and id keys of `s` (`lower` is `s` lowercased).
+fn marked_keys(s: &str, lower: &str, out: &mut Vec<Key>) {
     // Each scan only when its marker is present (exact: an email needs `@`, a URL `http`,
     // an id a digit), so plain prose pays for none of them.
     if s.contains('@') {
@@ -851,11 +896,16 @@ impl SessionLabels {
         self.results += 1;
         self.session.join_in(&batch.label());
         let labels: Vec<std::sync::Arc<Label>> = batch.labels.iter().cloned().map(std::sync::Arc::new).collect();
-        let mut keys = Vec::new();
+        let mut hashes = Vec::new();
         for f in &batch.fields {
             let Some(label) = labels.get(f.label as usize) else { continue };
-            let whole = norm(&f.text);
-            let class = keyed().hash_one((&whole, label.trusted, &label.readers));
+            // Bounded as `match_keys` bounds it (`label_result` has already truncated).
+            let text = if f.text.len() > MAX_FIELD_CHARS * 4 { truncate(&f.text, MAX_FIELD_CHARS) } else { &f.text };
+            // Lowercased once: the dedupe key, the index keys and the stored field all use it.
+            let lower = text.to_lowercase();
+            // `norm(text)`, not copied when the text is already collapsed.
+            let whole = if is_collapsed(&lower) { std::borrow::Cow::Borrowed(lower.as_str()) } else { std::borrow::Cow::Owned(collapse_runs(&lower)) };
+            let class = keyed().hash_one((&*whole, label.trusted, &label.readers));
             // Verified, not just hashed: a different text or label is always stored.
             if let Some(old) = self.dedupe.get(&class).and_then(|id| self.fields.get(id))
                 && old.whole == whole
@@ -864,22 +914,23 @@ impl SessionLabels {
             {
                 continue;
             }
-            keys.clear();
-            match_keys(&f.text, self.min_len, &mut keys);
-            if keys.is_empty() {
+            hashes.clear();
+            key_hashes(text, &lower, &whole, self.min_len, &mut hashes);
+            if hashes.is_empty() {
                 continue;
             }
             let id = self.next;
             self.dedupe.insert(class, id);
             self.next += 1;
-            for k in &keys {
-                let slot = self.index.entry(key_hash(k.kind, &k.text)).or_default();
+            for h in &hashes {
+                let slot = self.index.entry(*h).or_default();
                 if slot.last() != Some(&id) {
                     slot.push(id);
                 }
             }
-            let lower = f.text.to_lowercase();
-            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole, words: word_line(&f.text), ids: id_line(&f.text), lower, seq: id });
+            let words = word_line_of(text, &lower);
+            let whole = whole.into_owned();
+            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole, words, ids: id_line(text), lower, seq: id });
         }
         if self.fields.len() > self.max_fields {
             self.evict();
@@ -1304,6 +1355,47 @@ mod tests {
         let mut keys = Vec::new();
         match_keys("Alpha, beta: gamma delta ÉPSILON", 5, &mut keys);
         assert!(keys.iter().any(|k| k.kind == KeyKind::Shingle && key_hash(k.kind, &k.text) == shingle_hash(&win)), "{keys:?}");
+    }
+
+    /// Recording a field indexes exactly the hashes of its `match_keys` keys, under the
+    /// field's id, and stores the lowercase, word and id lines verification searches: on
+    /// generated text mixing prose, emails, URLs, ids, irregular whitespace and non-ASCII.
+    #[test]
+    fn recording_indexes_exactly_the_keys_of_match_keys() {
+        let parts = [
+            "Alpha", "beta", "GAMMA", "delta", "Épsilon", "straße", "\u{212a}elvin", "İstanbul", "a@b.example", "Bob.Smith@Corp.Example", "https://x.example/Path?q=1",
+            "DE89 3704 0044 0532 0130 00", "inv-2024-00017", "12", " ", "  ", "\t", "\n", ", ", ": ", "\u{a0}",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut ascii = 0;
+        for round in 0..2_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 40) as usize;
+            let mut text = String::new();
+            for i in 0..n {
+                let pick = (seed.rotate_left((i * 7) as u32) as usize) % (parts.len() + 4);
+                text.push_str(parts.get(pick).copied().unwrap_or_else(|| ["w", " ", "x", "yz"][pick - parts.len()]));
+                if i % 3 == 0 {
+                    text.push(' ');
+                }
+            }
+            ascii += usize::from(text.is_ascii());
+            let mut s = SessionLabels::new(100_000, 5);
+            s.apply(&label_result(&LabelInput { origin: "up/t#1".into(), rule: None, declared: false }, &json!({"structuredContent": {"v": text}})));
+            let mut keys = Vec::new();
+            match_keys(&text, 5, &mut keys);
+            let want: BTreeSet<u64> = keys.iter().map(|k| key_hash(k.kind, &k.text)).collect();
+            let got: BTreeSet<u64> = s.index.keys().copied().collect();
+            assert_eq!(got, want, "round {round}: {text:?}");
+            assert!(s.index.values().all(|ids| ids.as_slice() == [0]), "{text:?}");
+            assert_eq!(s.field_count(), usize::from(!keys.is_empty()), "{text:?}");
+            if let Some(f) = s.fields.get(&0) {
+                assert_eq!((f.whole.as_str(), f.lower.as_str(), f.words.as_str(), f.ids.as_str()), (norm(&text).as_str(), text.to_lowercase().as_str(), word_line(&text).as_str(), id_line(&text).as_str()), "{text:?}");
+            }
+        }
+        assert!(ascii > 200, "the ASCII path was exercised ({ascii})");
     }
 
     #[test]
