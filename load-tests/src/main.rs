@@ -65,6 +65,11 @@ struct Args {
     /// Sizes of the text argument in bytes, comma-separated.
     #[arg(long = "arg-size", default_value = "1024", value_delimiter = ',')]
     arg_sizes: Vec<usize>,
+    /// Give every call new text (each word suffixed with the call's number, same size), as a
+    /// tool that returns new data does: the gateway records every result as a new field
+    /// instead of recognising the echo it has already stored.
+    #[arg(long)]
+    fresh_text: bool,
     /// Write results here as JSON.
     #[arg(long)]
     out: Option<String>,
@@ -115,8 +120,38 @@ async fn clients(sys: &System, n: usize) -> anyhow::Result<Vec<Arc<Client>>> {
     Ok(v)
 }
 
+/// Numbers the calls made with `--fresh-text`, across systems, so that no text repeats.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `args` with its text argument (`text` or `message`) made unique to call `n`: every word
+/// suffixed with `n` in hex, cut back to the original length.
+fn fresh_text(args: &Value, n: u64) -> Value {
+    let mut out = args.clone();
+    for key in ["text", "message"] {
+        if let Some(Value::String(t)) = out.get_mut(key) {
+            let mut s = String::with_capacity(t.len() * 2);
+            for w in t.split(' ') {
+                if !s.is_empty() {
+                    s.push(' ');
+                }
+                s.push_str(w);
+                if !w.is_empty() {
+                    s.push_str(&format!("{n:x}"));
+                }
+            }
+            let mut len = t.len();
+            while !s.is_char_boundary(len) {
+                len -= 1;
+            }
+            s.truncate(len);
+            *t = s;
+        }
+    }
+    out
+}
+
 /// Runs every client for `slice`, each issuing calls back to back.
-async fn measure(sys: &System, clients: &[Arc<Client>], args: &Value, slice: Duration) -> Sample {
+async fn measure(sys: &System, clients: &[Arc<Client>], args: &Value, slice: Duration, fresh: bool) -> Sample {
     let cpu0 = sys.pid.map(procs::cpu_seconds);
     let start = Instant::now();
     let end = start + slice;
@@ -131,7 +166,8 @@ async fn measure(sys: &System, clients: &[Arc<Client>], args: &Value, slice: Dur
             let mut first = None;
             while Instant::now() < end {
                 let t0 = Instant::now();
-                match c.call(&tool, args.clone()).await {
+                let call = if fresh { fresh_text(&args, CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) } else { args.clone() };
+                match c.call(&tool, call).await {
                     Ok(ex) if ex.response.get("result").is_some() && ex.response["result"]["isError"] != true => {
                         lat.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
                     }
@@ -361,18 +397,18 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
             }
             // Warm every path.
             for (sys, c) in systems.iter().zip(&cs) {
-                measure(sys, c, &call, Duration::from_millis(300)).await;
+                measure(sys, c, &call, Duration::from_millis(300), args.fresh_text).await;
             }
             let mut samples: Vec<Vec<Sample>> = systems.iter().map(|_| Vec::new()).collect();
             for _ in 0..args.rounds {
                 for (i, (sys, c)) in systems.iter().zip(&cs).enumerate() {
-                    let s = measure(sys, c, &call, slice).await;
+                    let s = measure(sys, c, &call, slice, args.fresh_text).await;
                     if let Some(v) = samples.get_mut(i) {
                         v.push(s);
                     }
                 }
             }
-            let mut point = json!({"sessions": n, "arg_size": size, "tool": target.name(), "work_ms": if target.tool == "work" { args.work_ms } else { 0 },
+            let mut point = json!({"sessions": n, "arg_size": size, "fresh_text": args.fresh_text, "tool": target.name(), "work_ms": if target.tool == "work" { args.work_ms } else { 0 },
                 "upstream": args.upstream, "era": args.era, "rounds": args.rounds, "slice_s": args.slice, "systems": {}});
             let mut line = format!("sessions={n:<4} arg={size:<6}");
             for (sys, s) in systems.iter().zip(&samples) {
@@ -443,4 +479,24 @@ async fn main() -> anyhow::Result<()> {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_owned()));
     json!({"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_text_keeps_the_size_and_changes_every_word() {
+        let args = json!({"text": procs::words(1024), "to": "bob@example.com"});
+        let (a, b) = (fresh_text(&args, 1), fresh_text(&args, 2));
+        let (ta, tb) = (a["text"].as_str().unwrap(), b["text"].as_str().unwrap());
+        assert_eq!(ta.len(), 1024);
+        assert_eq!(tb.len(), 1024);
+        assert_eq!(a["to"], args["to"]);
+        let original: Vec<&str> = args["text"].as_str().unwrap().split(' ').collect();
+        // Every whole word differs from the original and between calls (the last may be cut).
+        for ((o, x), y) in original.iter().zip(ta.split(' ')).zip(tb.split(' ')).take(original.len() - 2) {
+            assert!(x != *o && x != y && x.starts_with(o), "{o} {x} {y}");
+        }
+    }
 }
