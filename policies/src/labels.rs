@@ -570,11 +570,12 @@ fn word_line_of(s: &str, lower: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Ids with separators removed, uppercased (`DE89 3704 0044…` → `DE893704…`), space-framed.
-fn id_line(s: &str) -> String {
+/// The id line a field is verified against: the [`ids`] found (separators removed, uppercased:
+/// `DE89 3704 0044…` → `DE893704…`), space-framed.
+fn join_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from(" ");
-    for id in ids(s) {
-        out.push_str(&id);
+    for id in ids {
+        out.push_str(id);
         out.push(' ');
     }
     out
@@ -586,7 +587,15 @@ fn ids(s: &str) -> Vec<String> {
     if !has_digit(s) {
         return out;
     }
-    let words: Vec<&str> = s.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')).filter(|w| !w.is_empty()).collect();
+    let is_sep = |c: char| !(c.is_alphanumeric() || c == '-' || c == '_');
+    // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`.
+    let is_ascii_sep = |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let mut words: Vec<&str> = Vec::with_capacity(s.len() / 8);
+    if s.is_ascii() {
+        words.extend(s.split(is_ascii_sep).filter(|w| !w.is_empty()));
+    } else {
+        words.extend(s.split(is_sep).filter(|w| !w.is_empty()));
+    }
     let mut i = 0;
     while i < words.len() {
         let w = words[i];
@@ -607,15 +616,32 @@ fn ids(s: &str) -> Vec<String> {
             }
         }
         // Cheap checks first: most words are not ids, and need no allocation.
-        if w.len() >= MIN_ID_LEN && w.bytes().any(|b| b.is_ascii_digit()) {
-            let compact: String = w.chars().filter(|c| c.is_alphanumeric()).collect();
-            if compact.chars().count() >= MIN_ID_LEN {
-                out.push(compact.to_uppercase());
-            }
+        if w.len() >= MIN_ID_LEN
+            && w.bytes().any(|b| b.is_ascii_digit())
+            && let Some(id) = compact_id(w)
+        {
+            out.push(id);
         }
         i += 1;
     }
     out
+}
+
+/// A word's alphanumerics, uppercased, when there are at least [`MIN_ID_LEN`] of them.
+fn compact_id(w: &str) -> Option<String> {
+    if !w.is_ascii() {
+        return compact_id_chars(w);
+    }
+    // One pass, one allocation: ASCII uppercases bytewise.
+    let mut id = String::with_capacity(w.len());
+    id.extend(w.bytes().filter(u8::is_ascii_alphanumeric).map(|b| char::from(b.to_ascii_uppercase())));
+    (id.len() >= MIN_ID_LEN).then_some(id)
+}
+
+/// [`compact_id`] of any text, char by char.
+fn compact_id_chars(w: &str) -> Option<String> {
+    let compact: String = w.chars().filter(|c| c.is_alphanumeric()).collect();
+    (compact.chars().count() >= MIN_ID_LEN).then(|| compact.to_uppercase())
 }
 
 /// Whether `s` holds an ASCII digit. In blocks without an early exit inside, so that the
@@ -675,8 +701,9 @@ pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
 
 /// The index hashes ([`key_hash`]) of [`match_keys`]'s keys of `s`, in the same order, given
 /// `lower` (`s` lowercased) and `whole` (its [`norm`]). Shingles are hashed straight from the
-/// words, so neither their text nor the whole value's is copied.
-fn key_hashes(s: &str, lower: &str, whole: &str, min_len: usize, out: &mut Vec<u64>) {
+/// words, so neither their text nor the whole value's is copied. Returns the id line of `s`
+/// ([`join_ids`]), from the id keys, so that ids are found once.
+fn key_hashes(s: &str, lower: &str, whole: &str, min_len: usize, out: &mut Vec<u64>) -> String {
     if whole_is_key(whole, min_len) {
         out.push(key_hash(KeyKind::Whole, whole));
     }
@@ -684,6 +711,7 @@ fn key_hashes(s: &str, lower: &str, whole: &str, min_len: usize, out: &mut Vec<u
     marked_keys(s, lower, &mut keys);
     out.extend(keys.iter().map(|k| key_hash(k.kind, &k.text)));
     for_each_shingle(lower, |_, hash| out.push(hash));
+    join_ids(keys.iter().filter(|k| k.kind == KeyKind::Id).map(|k| k.text.as_str()))
 }
 
 /// The whole-value, email, URL and id keys (everything but shingles).
@@ -915,7 +943,7 @@ impl SessionLabels {
                 continue;
             }
             hashes.clear();
-            key_hashes(text, &lower, &whole, self.min_len, &mut hashes);
+            let ids = key_hashes(text, &lower, &whole, self.min_len, &mut hashes);
             if hashes.is_empty() {
                 continue;
             }
@@ -930,7 +958,7 @@ impl SessionLabels {
             }
             let words = word_line_of(text, &lower);
             let whole = whole.into_owned();
-            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole, words, ids: id_line(text), lower, seq: id });
+            self.fields.insert(id, Field { origin: format!("{}:{}", batch.origin, f.path), label: std::sync::Arc::clone(label), whole, words, ids, lower, seq: id });
         }
         if self.fields.len() > self.max_fields {
             self.evict();
@@ -1392,10 +1420,40 @@ mod tests {
             assert!(s.index.values().all(|ids| ids.as_slice() == [0]), "{text:?}");
             assert_eq!(s.field_count(), usize::from(!keys.is_empty()), "{text:?}");
             if let Some(f) = s.fields.get(&0) {
-                assert_eq!((f.whole.as_str(), f.lower.as_str(), f.words.as_str(), f.ids.as_str()), (norm(&text).as_str(), text.to_lowercase().as_str(), word_line(&text).as_str(), id_line(&text).as_str()), "{text:?}");
+                assert_eq!((f.whole.as_str(), f.lower.as_str(), f.words.as_str(), f.ids.as_str()), (norm(&text).as_str(), text.to_lowercase().as_str(), word_line(&text).as_str(), join_ids(ids(&text).iter().map(String::as_str)).as_str()), "{text:?}");
             }
         }
         assert!(ascii > 200, "the ASCII path was exercised ({ascii})");
+    }
+
+    /// Ids found in ASCII text (split and compacted bytewise) are those the char-by-char path
+    /// finds: the same text with a non-ASCII word appended takes that path.
+    #[test]
+    fn ids_in_ascii_text_match_the_general_path() {
+        let parts = ["DE89", "3704", "0044", "0532", "0130", "00", "inv-2024-00017", "ab_cd_1234_efgh", "x9y8z7w6", "Order#12345678", "a1", "1-2-3-4-5-6-7-8", "--", "ref:AB12CD34EF", "hello", " ", ", ", "\n"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut found = 0;
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut s = String::new();
+            for i in 0..(seed % 24) as usize {
+                s.push_str(parts[(seed.rotate_left((i * 5) as u32) as usize) % parts.len()]);
+                if i % 2 == 0 {
+                    s.push(' ');
+                }
+            }
+            let got = ids(&s);
+            found += got.len();
+            assert_eq!(got, ids(&format!("{s} é")), "{s:?}");
+        }
+        assert!(found > 5_000, "ids were found ({found})");
+        for w in ["inv-2024-00017", "ab_cd_1234_efgh", "x9y8z7w6", "1-2-3-4-5-6-7", "abcdefgh", "A1B2C3D4"] {
+            assert_eq!(compact_id(w), compact_id_chars(w), "{w}");
+        }
+        assert_eq!(compact_id("inv-2024-00017").as_deref(), Some("INV202400017"));
+        assert_eq!(compact_id("1-2-3-4-5-6-7"), None);
     }
 
     #[test]
