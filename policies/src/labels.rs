@@ -592,7 +592,7 @@ fn ids(s: &str) -> Vec<String> {
     let is_ascii_sep = |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_');
     let mut words: Vec<&str> = Vec::with_capacity(s.len() / 8);
     if s.is_ascii() {
-        words.extend(s.split(is_ascii_sep).filter(|w| !w.is_empty()));
+        ascii_words(s, |b| !is_ascii_sep(char::from(b)), &mut words);
     } else {
         words.extend(s.split(is_sep).filter(|w| !w.is_empty()));
     }
@@ -625,6 +625,24 @@ fn ids(s: &str) -> Vec<String> {
         i += 1;
     }
     out
+}
+
+/// The non-empty runs of bytes of ASCII `s` for which `is_word` holds, bytewise.
+fn ascii_words<'a>(s: &'a str, is_word: impl Fn(u8) -> bool, out: &mut Vec<&'a str>) {
+    let mut start = None;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match (is_word(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(st)) => {
+                out.extend(s.get(st..i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(st) = start {
+        out.extend(s.get(st..));
+    }
 }
 
 /// A word's alphanumerics, uppercased, when there are at least [`MIN_ID_LEN`] of them.
@@ -894,9 +912,14 @@ impl IntentValues {
         Self(set)
     }
 
-    /// Whether `v` (whose [`norm`] is `normalised`) is an intent value, or made of intent ids.
-    fn contains_normalised(&self, normalised: &str, v: &str) -> bool {
-        !self.0.is_empty() && (self.0.contains(normalised) || { let i = ids(v); !i.is_empty() && i.iter().all(|x| self.0.contains(x)) })
+    /// Whether a value whose [`norm`] is `normalised` is an intent value.
+    fn contains_whole(&self, normalised: &str) -> bool {
+        !self.0.is_empty() && self.0.contains(normalised)
+    }
+
+    /// Whether a value's [`ids`] (`ids`) are all intent ids (and there is at least one).
+    fn all_ids<'a>(&self, mut ids: impl Iterator<Item = &'a str>) -> bool {
+        !self.0.is_empty() && ids.next().is_some_and(|first| self.0.contains(first) && ids.all(|x| self.0.contains(x)))
     }
 }
 
@@ -984,8 +1007,10 @@ impl SessionLabels {
         keys.clear();
         let lower = v.to_lowercase();
         let whole = collapse(&lower);
-        let is_intent = intent.contains_normalised(&whole, v);
+        let whole_is_intent = intent.contains_whole(&whole);
         point_keys(v, &lower, whole, self.min_len, keys);
+        // The ids were found once, for the keys.
+        let is_intent = whole_is_intent || intent.all_ids(keys.iter().filter(|k| k.kind == KeyKind::Id).map(|k| k.text.as_str()));
         // Each field is verified once (a field already matched is not checked again), and
         // each distinct label is joined once: exact, and cheap when a phrase is common.
         let mut seen: std::collections::HashSet<u64, ahash::RandomState> = std::collections::HashSet::default();
@@ -1299,8 +1324,10 @@ mod tests {
         let r = label_result(&LabelInput { origin: "bank/tx#1".into(), rule: None, declared: false }, &json!({"structuredContent": {"memo": "ref 42, pay NL91ABNA0417164300", "amount": 42}}));
         s.apply(&r);
         let intent = IntentValues::new(&["DE89 3704 0044 0532 0130 00".to_owned()]);
-        let t = s.trace_args(Some(&json!({"iban": "DE89370400440532013000", "amount": 42, "other": "NL91ABNA0417164300"})), &intent);
+        let t = s.trace_args(Some(&json!({"iban": "DE89370400440532013000", "amount": 42, "other": "NL91ABNA0417164300", "both": "pay DE89370400440532013000 or NL91ABNA0417164300", "spaced": "to de89 3704 0044 0532 0130 00"})), &intent);
         assert!(t["iban"].label.trusted && t["iban"].sources.contains("intent"));
+        assert!(t["spaced"].label.trusted && t["spaced"].sources.contains("intent"), "made of intent ids: {:?}", t["spaced"]);
+        assert!(!t["both"].label.trusted && !t["both"].sources.contains("intent"), "one id is not the user's: {:?}", t["both"]);
         assert!(t["amount"].label.is_public() && t["amount"].sources.contains("model"), "42 is below the minimum length");
         assert!(!t["other"].label.trusted && t["other"].label.readers == Some(BTreeSet::new()), "default: untrusted and private");
     }
