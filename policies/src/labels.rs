@@ -587,14 +587,13 @@ fn ids(s: &str) -> Vec<String> {
     if !has_digit(s) {
         return out;
     }
-    let is_sep = |c: char| !(c.is_alphanumeric() || c == '-' || c == '_');
-    // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`.
-    let is_ascii_sep = |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    // Words: runs of alphanumerics, `-` and `_`. For ASCII, `char::is_alphanumeric` is
+    // `is_ascii_alphanumeric`, and the text is split bytewise.
     let mut words: Vec<&str> = Vec::with_capacity(s.len() / 8);
     if s.is_ascii() {
-        ascii_words(s, |b| !is_ascii_sep(char::from(b)), &mut words);
+        ascii_words(s, |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_', &mut words);
     } else {
-        words.extend(s.split(is_sep).filter(|w| !w.is_empty()));
+        words.extend(s.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_')).filter(|w| !w.is_empty()));
     }
     let mut i = 0;
     while i < words.len() {
