@@ -1411,6 +1411,13 @@ mod tests {
         assert!(keys.iter().any(|k| k.kind == KeyKind::Shingle && key_hash(k.kind, &k.text) == shingle_hash(&win)), "{keys:?}");
     }
 
+    /// The next state of the xorshift generator the generated-text tests draw from.
+    fn xorshift(seed: &mut u64) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+    }
+
     /// Recording a field indexes exactly the hashes of its `match_keys` keys, under the
     /// field's id, and stores the lowercase, word and id lines verification searches: on
     /// generated text mixing prose, emails, URLs, ids, irregular whitespace and non-ASCII.
@@ -1423,9 +1430,7 @@ mod tests {
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut ascii = 0;
         for round in 0..2_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             let n = (seed % 40) as usize;
             let mut text = String::new();
             for i in 0..n {
@@ -1460,9 +1465,7 @@ mod tests {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut found = 0;
         for _ in 0..5_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             let mut s = String::new();
             for i in 0..(seed % 24) as usize {
                 s.push_str(parts[(seed.rotate_left((i * 5) as u32) as usize) % parts.len()]);
@@ -1566,9 +1569,7 @@ mod tests {
         let mut shortcut = 0;
         for _ in 0..20_000 {
             let mut s = String::new();
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             // Mostly short strings, some long enough for many runs of words.
             let n = if seed.is_multiple_of(10) { 40 + (seed % 64) as usize } else { (seed % 9) as usize };
             for i in 0..n {
