@@ -54,6 +54,9 @@ LOAD=(target/release/clawgate-load --clawgate target/release/clawgate --fixture 
 echo "== null echo upstream: direct, relay-only, full pipeline, mcp-proxy; 1/32/256 sessions; 1 KB and 16 KB"
 "${LOAD[@]}" "${RUN[@]}" --systems direct,relay,full,mcp-proxy --sessions 1,32,256 --arg-size 1024,16384 --out "$OUT/echo.json"
 
+echo "== new text on every call (every result recorded as new): direct and the full pipeline; 1/32 sessions; 1 KB and 16 KB"
+"${LOAD[@]}" "${RUN[@]}" --fresh-text --systems direct,full --sessions 1,32 --arg-size 1024,16384 --out "$OUT/fresh.json"
+
 echo "== the same over the 2026-07-28 stateless era (clawgate's clients only)"
 "${LOAD[@]}" "${RUN[@]}" --era stateless --systems direct,relay,full --sessions 1,32 --arg-size 1024 --out "$OUT/echo-stateless.json"
 
