@@ -84,8 +84,9 @@ fn session_with(body: fn(usize, usize) -> String) -> SessionLabels {
     s
 }
 
-/// 512 tool results, each one text field of `words` distinct mail-like words (150 words is
-/// about 1 KB, 2,400 about 16 KB), labelled as the gateway labels a result with no rule.
+/// 512 tool results, each one text field of `words` mail-like words (each result's text is
+/// different; 150 words is about 1 KB, 2,400 words fill the 16 KB a field keeps), labelled as
+/// the gateway labels a result with no rule.
 fn new_results(words: usize) -> Vec<ResultBatch> {
     (0..512).map(|k| label_result(&LabelInput { origin: format!("fx/echo#{k}"), rule: None, declared: false }, &json!({"content": [{"type": "text", "text": sentence(10_000 + k, words)}]}))).collect()
 }
