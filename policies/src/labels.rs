@@ -700,7 +700,7 @@ fn urls(lower: &str) -> Vec<String> {
 /// The keys of a value: whole (when at least `min_len` characters), emails, URLs, ids and
 /// word shingles.
 pub fn match_keys(s: &str, min_len: usize, out: &mut Vec<Key>) {
-    let s = if s.len() > MAX_FIELD_CHARS * 4 { truncate(s, MAX_FIELD_CHARS) } else { s };
+    let s = bounded(s);
     let lower = s.to_lowercase();
     let whole = collapse(&lower);
     point_keys(s, &lower, whole, min_len, out);
@@ -802,6 +802,12 @@ fn combine_words(hs: &[u64]) -> u64 {
 fn shingle_hash(win: &[&str]) -> u64 {
     let hs: Vec<u64> = win.iter().map(|w| word_hash(w)).collect();
     combine_words(&hs)
+}
+
+/// The part of a value that is keyed and traced: its first [`MAX_FIELD_CHARS`] characters
+/// when it is longer than any text of that many characters can be.
+fn bounded(s: &str) -> &str {
+    if s.len() > MAX_FIELD_CHARS * 4 { truncate(s, MAX_FIELD_CHARS) } else { s }
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
@@ -950,7 +956,7 @@ impl SessionLabels {
         for f in &batch.fields {
             let Some(label) = labels.get(f.label as usize) else { continue };
             // Bounded as `match_keys` bounds it (`label_result` has already truncated).
-            let text = if f.text.len() > MAX_FIELD_CHARS * 4 { truncate(&f.text, MAX_FIELD_CHARS) } else { &f.text };
+            let text = bounded(&f.text);
             // Lowercased once: the dedupe key, the index keys and the stored field all use it.
             let lower = text.to_lowercase();
             // `norm(text)`, not copied when the text is already collapsed.
@@ -1002,7 +1008,7 @@ impl SessionLabels {
     /// The label of one value: the join of the fields it matched; else intent (trusted) or
     /// model-generated (untrusted). An intent value is trusted even when it also matched.
     pub fn trace_value(&self, v: &str, intent: &IntentValues, keys: &mut Vec<Key>, out: &mut ArgLabel) {
-        let v = if v.len() > MAX_FIELD_CHARS * 4 { truncate(v, MAX_FIELD_CHARS) } else { v };
+        let v = bounded(v);
         keys.clear();
         let lower = v.to_lowercase();
         let whole = collapse(&lower);
