@@ -385,19 +385,17 @@ mod tests {
         }
     }
 
-    /// An empty log path in a directory of this test process's own.
+    /// An empty log path in a scratch directory, removed when the returned guard drops.
     #[allow(clippy::unwrap_used, reason = "test helper")]
-    fn fresh_log(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.jsonl");
-        let _ = std::fs::remove_file(&path);
-        path
+    fn fresh_log(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new().prefix(name).tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        (dir, path)
     }
 
     #[tokio::test]
     async fn chain_verifies_and_detects_tampering() {
-        let path = fresh_log("clawgate-audit");
+        let (_dir, path) = fresh_log("clawgate-audit");
         let a = Audit::start(Some(&path)).unwrap();
         for i in 0..5 {
             a.record("test", json!({"i": i}));
@@ -423,7 +421,7 @@ mod tests {
     /// commit delay: this is what shutdown relies on.
     #[tokio::test]
     async fn flush_writes_everything_queued_before_it() {
-        let path = fresh_log("clawgate-audit-flush");
+        let (_dir, path) = fresh_log("clawgate-audit-flush");
         let a = Audit::start(Some(&path)).unwrap();
         for round in 0..3 {
             for i in 0..40 {
@@ -444,7 +442,7 @@ mod tests {
     /// carries the time it was recorded (not built), and cannot set the writer's fields either.
     #[tokio::test]
     async fn deferred_records_are_built_by_the_writer_in_order() {
-        let path = fresh_log("clawgate-audit-later");
+        let (_dir, path) = fresh_log("clawgate-audit-later");
         let a = Audit::start(Some(&path)).unwrap();
         let before = now_ms();
         for i in 0..20 {
@@ -525,7 +523,7 @@ mod tests {
     /// Decision records go through the file and verify, among plain records.
     #[tokio::test]
     async fn decision_records_chain_and_verify() {
-        let path = fresh_log("clawgate-audit-decision");
+        let (_dir, path) = fresh_log("clawgate-audit-decision");
         let a = Audit::start(Some(&path)).unwrap();
         for (i, rec) in decisions().into_iter().enumerate() {
             a.record("test", json!({"i": i}));
@@ -549,7 +547,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_busy_machine_does_not_starve_the_writer() {
         use std::sync::atomic::AtomicBool;
-        let path = fresh_log("clawgate-audit-busy");
+        let (_dir, path) = fresh_log("clawgate-audit-busy");
         let a = Audit::start(Some(&path)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let spinners: Vec<_> = (0..4)

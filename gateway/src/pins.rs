@@ -151,10 +151,8 @@ mod tests {
 
     #[test]
     fn roundtrip_and_merge() {
-        let dir = std::env::temp_dir().join(format!("clawgate-pins-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("clawgate.lock");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::Builder::new().prefix("clawgate-pins").tempdir().unwrap();
+        let path = dir.path().join("clawgate.lock");
         assert_eq!(LockFile::load(&path).unwrap(), LockFile::default());
         let mut lock = LockFile::default();
         let e = LockEntry { digest: "sha256:a".into(), reviewed: true, definition: json!({"name": "t"}) };

@@ -10,8 +10,14 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 
+/// A scratch directory, removed when the returned guard drops (also when the test fails).
+fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
 fn check(toml: &str) -> (i32, String, String) {
-    let dir = std::env::temp_dir().join(format!("clawgate-cli-{}-{}", std::process::id(), toml.len()));
+    let tmp = scratch("clawgate-cli");
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/demo.cedar"), include_str!("../../examples/policies/demo.cedar")).unwrap();
     let path = dir.join("clawgate.toml");
@@ -143,9 +149,8 @@ fn sigterm_shuts_down_promptly_even_with_open_streams() {
 
 #[test]
 fn tools_diff_and_approve_as_commands() {
-    let dir = std::env::temp_dir().join(format!("clawgate-cli-tools-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("clawgate-cli-tools");
+    let dir = tmp.path();
     let config = dir.join("clawgate.toml");
     std::fs::write(&config, format!("[audit]\nfile = \"audit.jsonl\"\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{BIN}\"\nargs = [\"demo-upstream\"]\npin = \"strict\"\n")).unwrap();
     let run = |args: &[&str]| {
@@ -179,9 +184,8 @@ fn tools_diff_and_approve_as_commands() {
 
 #[test]
 fn token_commands_mint_attenuate_and_inspect() {
-    let dir = std::env::temp_dir().join(format!("clawgate-cli-token-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("clawgate-cli-token");
+    let dir = tmp.path();
     let key = dir.join("root.key");
     let run = |args: &[&str]| {
         let out = Command::new(BIN).args(args).output().unwrap();
@@ -218,8 +222,8 @@ fn token_commands_mint_attenuate_and_inspect() {
 
 #[test]
 fn policy_test_diff_and_schema_against_the_demo_tools() {
-    let dir = std::env::temp_dir().join(format!("clawgate-cli-policy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = scratch("clawgate-cli-policy");
+    let dir = tmp.path();
     for d in ["old", "new"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -269,7 +273,6 @@ fn policy_test_diff_and_schema_against_the_demo_tools() {
     assert!(schema.contains("entity Principal in [Group]"), "{schema}");
     assert!(schema.contains(r#"action "demo__send_email" in ["call_tool", "write", "destructive", "open_world"]"#), "{schema}");
     assert!(schema.contains(r#""to": Set<String>"#), "{schema}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -315,8 +318,8 @@ fn stdio_without_credentials_is_anonymous_and_bad_credentials_do_not_start() {
 
 #[test]
 fn labels_show_needs_the_admin_api_and_says_which_key() {
-    let dir = std::env::temp_dir().join(format!("clawgate-cli-labels-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = scratch("clawgate-cli-labels");
+    let dir = tmp.path();
     let path = dir.join("clawgate.toml");
     std::fs::write(&path, "[labels]\nstrict = true\n").unwrap();
     let out = Command::new(BIN).args(["labels", "show", "--config"]).arg(&path).args(["--session", "abc"]).output().unwrap();

@@ -140,9 +140,8 @@ mod tests {
         assert!(matches!(http, ArgSchema::Broken(_)), "{http:?}");
         assert!(listener.accept().is_err(), "nothing connected to the $ref's host");
         // A file that exists and would make the call valid is not read either.
-        let dir = std::env::temp_dir().join(format!("cg-ref-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("s.json");
+        let dir = tempfile::Builder::new().prefix("clawgate-ref").tempdir().unwrap();
+        let f = dir.path().join("s.json");
         std::fs::write(&f, r#"{"type":"string"}"#).unwrap();
         let file = ArgSchema::compile(&json!({"type": "object", "properties": {"x": {"$ref": format!("file://{}", f.display())}}}));
         assert!(matches!(&file, ArgSchema::Broken(m) if m.contains("cannot be used")), "{file:?}");

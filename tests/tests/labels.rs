@@ -240,10 +240,8 @@ async fn the_admin_api_shows_a_sessions_labels() {
 /// and the chain verifies. Shutdown flushes the writer, so the file is complete when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_records_carry_the_calls_labels() {
-    let dir = std::env::temp_dir().join(format!("clawgate-labels-audit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let audit = dir.join("audit.jsonl");
-    let _ = std::fs::remove_file(&audit);
+    let dir = tempfile::Builder::new().prefix("clawgate-labels-audit").tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
     let g = TestGateway::start(&format!("{}\n[audit]\nfile = \"{}\"\n", config(""), audit.display())).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
     let outcomes = run(&[&c]).await;

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,10 +15,11 @@ use serde_json::{Value, json};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture-upstream");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clawgate-policy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("policies")).unwrap();
+/// A scratch directory with a `policies` directory in it, removed when the returned guard
+/// drops (also when the test fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix(&format!("clawgate-policy-{name}")).tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("policies")).unwrap();
     d
 }
 
@@ -37,7 +38,8 @@ fn version(k: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_under_load_keeps_every_decision_consistent() {
-    let dir = temp_dir("reload");
+    let tmp = temp_dir("reload");
+    let dir = tmp.path();
     let audit = dir.join("audit.jsonl");
     let main = dir.join("policies/main.cedar");
     write_atomic(&main, &version(0));
@@ -100,7 +102,6 @@ async fn hot_reload_under_load_keeps_every_decision_consistent() {
     assert_eq!(decisions, ok, "one decision record per call");
     assert!(versions.len() >= 15, "most of the 21 versions decided some call: {versions:?}");
     assert!(text.matches("\"policy.reloaded\"").count() >= 15, "reloads are audited");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -134,7 +135,8 @@ async fn the_clients_authorization_is_never_forwarded_upstream() {
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut addr = String::new();
     tokio::io::AsyncBufReadExt::read_line(&mut out, &mut addr).await.unwrap();
-    let dir = temp_dir("forward");
+    let tmp = temp_dir("forward");
+    let dir = tmp.path();
     let (private, public) = clawgate_policies::token::keygen();
     std::fs::write(dir.join("root.pub"), &public).unwrap();
     let root = clawgate_policies::token::private_key_from_hex(&private).unwrap();
@@ -166,6 +168,5 @@ async fn the_clients_authorization_is_never_forwarded_upstream() {
     assert_eq!(r.response["error"]["code"], -32001);
     gw.stop().await;
     let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::{Client, TestGateway};
@@ -12,11 +11,9 @@ use serde_json::{Value, json};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture-upstream");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clawgate-ratelimit-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory, removed when the returned guard drops (also when the test fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("clawgate-ratelimit-{name}")).tempdir().unwrap()
 }
 
 /// The outcome of a call: "allow", or "deny:<code>:<reason>:<engine>".
@@ -32,7 +29,8 @@ const LIMITED: &str = "deny:-32050:rate_limited:gateway";
 
 #[tokio::test]
 async fn the_principal_wide_limit_refuses_past_the_burst_and_refills() {
-    let dir = temp_dir("wide");
+    let tmp = temp_dir("wide");
+    let dir = tmp.path();
     let audit = dir.join("audit.jsonl");
     let cfg = clawgate_tests::fixture_config(FIXTURE, 1, "10s", &format!("[rate_limit]\ncalls = 3\nper = \"2s\"\n[audit]\nfile = \"{}\"\n", audit.display()));
     let gw = TestGateway::start(&cfg).await.unwrap();
@@ -73,12 +71,12 @@ async fn the_principal_wide_limit_refuses_past_the_burst_and_refills() {
     assert!(d["detail"].as_str().unwrap().starts_with("rate limit: 3 calls per 2s; retry after "), "{d}");
     gw.stop().await;
     assert!(clawgate::audit::verify(&audit).unwrap() > 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_tool_rule_limits_one_tool_per_principal() {
-    let dir = temp_dir("tool");
+    let tmp = temp_dir("tool");
+    let dir = tmp.path();
     let (private, public) = clawgate_policies::token::keygen();
     std::fs::write(dir.join("root.pub"), &public).unwrap();
     let root = clawgate_policies::token::private_key_from_hex(&private).unwrap();
@@ -112,5 +110,4 @@ async fn a_tool_rule_limits_one_tool_per_principal() {
     assert_eq!(outcome(&bob.call("up0__vendor", json!({})).await.unwrap().response), "allow");
     assert_eq!(outcome(&alice.call("up0__vendor", json!({})).await.unwrap().response), LIMITED);
     gw.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
