@@ -173,6 +173,45 @@ def test_legacy_http_upstream_connects_promptly(start_gateway, everything_http):
     assert elapsed < 10.0, f"first tools/list + call through clawgate took {elapsed:.1f}s (upstream timeout is 30s)"
 
 
+def tcp_connections_to(port: int) -> set[int]:
+    """The other ends' ports of every TCP connection to `port` the kernel still knows,
+    TIME_WAIT included (about a minute after close): one per connection ever opened."""
+    peers: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote, state = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3]
+                if state == "0A":  # LISTEN
+                    continue
+                if local == port:
+                    peers.add(remote)
+                elif remote == port:
+                    peers.add(local)
+    return peers
+
+
+def test_sse_answers_reuse_upstream_connections(start_gateway, everything_http):
+    """server-everything answers each POST with an SSE stream that it ends right after the
+    answer. clawgate takes the answer at its event and must still read the stream's end, or
+    the connection cannot be reused: before that was done, every call through clawgate
+    opened a new TCP connection to the upstream (one per call under load)."""
+    url = everything_http()
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    gw = start_gateway([{"name": "everything", "transport": "http", "url": url, "timeout": "30s"}])
+    calls = 30
+    args: list[str] = []
+    for i in range(calls):
+        args += ["--call", "everything__echo", json.dumps({"message": f"call {i}"})]
+    run, out = py_client("http", gw.url, "--era", "legacy", *args)
+    ok_summary(run, out)
+    assert [texts(c["result"]) for c in out["calls"]] == [[f"Echo: call {i}"] for i in range(calls)]
+    opened = tcp_connections_to(port)
+    # The session's setup (discovery, initialize, the listen stream, the lists) takes a few;
+    # the 30 calls, one after another, share one.
+    assert len(opened) <= 8, f"{len(opened)} connections to the upstream for {calls} calls"
+
+
 def test_restarted_http_upstream_is_reconnected(start_gateway, procs, everything_bin):
     """server-everything restarted on the same port forgets clawgate's session and
     answers it with HTTP 400 "No valid session ID" (the TypeScript SDK's answer,

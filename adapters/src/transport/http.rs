@@ -32,6 +32,8 @@ pub struct HttpSpec {
 pub struct HttpClient {
     pooled: reqwest::Client,
     inline: Option<Arc<inline::Pool>>,
+    /// Background reads of reqwest responses dropped before their end (see [`inline::Drains`]).
+    drains: Arc<inline::Drains>,
 }
 
 impl HttpClient {
@@ -58,16 +60,16 @@ pub fn client(pool_idle_per_host: usize) -> Result<HttpClient, TransportError> {
         .build()
         .map_err(|e| TransportError::Http(e.to_string()))?;
     let inline = inline::enabled_by_env().then(|| Arc::new(inline::Pool::new(pool_idle_per_host)));
-    Ok(HttpClient { pooled, inline })
+    Ok(HttpClient { pooled, inline, drains: inline::Drains::new(pool_idle_per_host) })
 }
 
 /// An upstream's answer to a POST, from either path.
-enum Response<'p> {
+enum Response {
     Pooled(reqwest::Response),
-    Inline(inline::Response<'p>),
+    Inline(inline::Response),
 }
 
-impl Response<'_> {
+impl Response {
     fn status(&self) -> http::StatusCode {
         match self {
             Self::Pooled(r) => r.status(),
@@ -88,6 +90,28 @@ impl Response<'_> {
             Self::Pooled(r) => r.chunk().await.map_err(|e| TransportError::Http(without_url(&e))),
             Self::Inline(r) => r.chunk().await,
         }
+    }
+
+    /// Lets go of a response the caller may have stopped reading before its end (an SSE stream
+    /// once its answer is in). Its connection is only reused once the body has been read to the
+    /// end, so the rest is read in the background, within the bounds of [`inline::Drains`]; an
+    /// inline response does this itself when dropped.
+    fn release(self, drains: &Arc<inline::Drains>) {
+        let Self::Pooled(mut r) = self else { return };
+        let Some(slot) = drains.try_start() else { return };
+        inline::run_drain(async move {
+            let _slot = slot;
+            let mut left = inline::DRAIN_MAX_BYTES;
+            let _ = tokio::time::timeout(inline::DRAIN_GRACE, async {
+                while let Ok(Some(c)) = r.chunk().await {
+                    if c.len() > left {
+                        return;
+                    }
+                    left -= c.len();
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -328,7 +352,9 @@ impl HttpTransport {
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {
-            self.pump_sse(&mut resp, our_id, &mut direct).await
+            let answer = self.pump_sse(&mut resp, our_id, &mut direct).await;
+            resp.release(&self.client.drains);
+            answer
         } else {
             let bytes = read_limited(&mut resp, self.max_message).await?;
             if bytes.is_empty() && our_id.is_none() {
@@ -366,7 +392,7 @@ impl HttpTransport {
     }
 
     /// Reads an SSE response until it carries the response to `our_id` (or ends).
-    async fn pump_sse(&self, resp: &mut Response<'_>, our_id: Option<u64>, direct: &mut bool) -> Result<Option<Value>, TransportError> {
+    async fn pump_sse(&self, resp: &mut Response, our_id: Option<u64>, direct: &mut bool) -> Result<Option<Value>, TransportError> {
         let mut decoder = sse::Decoder::new(self.max_message);
         while let Some(chunk) = resp.chunk().await? {
             let events = decoder.feed(&chunk).map_err(|e| TransportError::Invalid(e.to_string()))?;
@@ -467,7 +493,7 @@ fn answered_id(msg: &mut Value, related_to: Option<u64>) {
     }
 }
 
-async fn read_limited(resp: &mut Response<'_>, max: usize) -> Result<Vec<u8>, TransportError> {
+async fn read_limited(resp: &mut Response, max: usize) -> Result<Vec<u8>, TransportError> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > max {

@@ -5,7 +5,9 @@
 //! so each upstream exchange costs two task wakeups, often across the runtime's threads. Here
 //! the call polls the connection itself, alongside its own future, so the bytes the socket
 //! delivers complete the call in the same poll. Connections go back to a shared idle list once
-//! their response has been read to the end.
+//! their response has been read to the end. A response the call stops reading early (an SSE
+//! stream, once the answer it waited for is in) is read to its end in the background, briefly
+//! and within bounds, so that its connection goes back too: see [`Drains`].
 //!
 //! Only plain `http://` URLs without credentials in them take this path, and only when no HTTP
 //! proxy is configured in the environment; everything else (TLS, proxies, the long-lived
@@ -14,7 +16,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -33,6 +36,14 @@ type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection idle for longer than this is closed rather than reused (reqwest's default too).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a response dropped before its end may take to end, read in the background, for its
+/// connection to be reused. A Streamable HTTP server ends the SSE stream of a POST right after
+/// the answer (the event the call waited for), so the end is normally already on its way.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How much of the rest of a dropped response is read, at most, before its connection is closed
+/// instead.
+pub(crate) const DRAIN_MAX_BYTES: usize = 64 * 1024;
 
 /// Environment variables that route plain HTTP through a proxy in reqwest; when one is set,
 /// every request stays on reqwest so that the proxy is honoured.
@@ -157,17 +168,66 @@ fn timed_out() -> TransportError {
     TransportError::Http("timeout error: the upstream did not answer in time".into())
 }
 
+/// The background reads of responses dropped before their end ([`DRAIN_GRACE`]), counted so that
+/// at most `max` run at once. Without the bound, an upstream that never ends its SSE streams
+/// would have every call of a busy gateway leave a socket and a task behind for the grace
+/// period; beyond the
+/// bound, a dropped response's connection is closed.
+pub(crate) struct Drains {
+    running: AtomicUsize,
+    max: usize,
+}
+
+/// One running drain's place in [`Drains`], given back on drop.
+pub(crate) struct DrainSlot(Arc<Drains>);
+
+impl Drains {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { running: AtomicUsize::new(0), max })
+    }
+
+    pub(crate) fn try_start(self: &Arc<Self>) -> Option<DrainSlot> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| DrainSlot(self.clone()))
+    }
+
+    #[cfg(test)]
+    fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for DrainSlot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts `fut` (a drain) at once, in the caller's poll: when the rest of the response is
+/// already in, that finishes it without a task. Otherwise it goes on as a task of its own.
+pub(crate) fn run_drain(fut: impl Future<Output = ()> + Send + 'static) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let mut fut = Box::pin(fut);
+    if fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+        rt.spawn(fut);
+    }
+}
+
 /// Idle inline connections, shared by every transport of one HTTP client, keyed by authority.
-#[derive(Default)]
 pub(crate) struct Pool {
     #[expect(clippy::vec_box, reason = "connections move between this list and the calls; boxed, each move is a pointer")]
     idle: Mutex<HashMap<String, Vec<Box<H1>>>>,
     max_idle: usize,
+    /// Only a connection that can go back to the idle list is worth draining: at most as many
+    /// drains as idle connections.
+    drains: Arc<Drains>,
 }
 
 impl Pool {
     pub(crate) fn new(max_idle_per_host: usize) -> Self {
-        Self { idle: Mutex::new(HashMap::new()), max_idle: max_idle_per_host }
+        Self { idle: Mutex::new(HashMap::new()), max_idle: max_idle_per_host, drains: Drains::new(max_idle_per_host) }
     }
 
     fn take(&self, target: &Target) -> Option<Box<H1>> {
@@ -210,7 +270,7 @@ impl Pool {
     /// Sends `req` on an idle connection to `target`, or a new one, and returns the response
     /// once its head is in. When the connection closed before the request was written (a pooled
     /// one the server has just dropped), the request is sent again, once, on a new connection.
-    pub(crate) async fn send<'p>(&'p self, target: &Target, mut req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Response<'p>, TransportError> {
+    pub(crate) async fn send(self: &Arc<Self>, target: &Target, mut req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Response, TransportError> {
         let deadline = Instant::now() + timeout;
         let mut h = match self.take(target) {
             Some(h) => h,
@@ -235,24 +295,49 @@ impl Pool {
             }
         };
         let (parts, body) = head.into_parts();
-        Ok(Response { pool: self, authority: target.authority.clone(), h: Some(h), parts, body, deadline, finished: false })
+        Ok(Response { pool: self.clone(), authority: target.authority.clone(), h: Some(h), parts, body: Some(body), deadline, finished: false })
+    }
+
+    /// Reads the rest of a dropped response, within [`DRAIN_GRACE`] (and the call's deadline)
+    /// and [`DRAIN_MAX_BYTES`], then puts its connection back; on any failure, timeout or
+    /// excess the connection is dropped, so closed. What the rest carries is not delivered: an
+    /// SSE stream ends after the answer the call has already taken.
+    async fn drain(slot: DrainSlot, pool: Arc<Pool>, authority: String, mut h: Box<H1>, mut body: Incoming, until: Instant) {
+        let _slot = slot;
+        let mut left = DRAIN_MAX_BYTES;
+        loop {
+            let Ok(Ok(frame)) = tokio::time::timeout_at(until, drive(&mut h.conn, &mut h.ended, body.frame())).await else { return };
+            match frame {
+                None => break,
+                Some(Ok(frame)) => match frame.data_ref().map_or(0, Bytes::len) {
+                    n if n > left => return,
+                    n => left -= n,
+                },
+                Some(Err(_)) => return,
+            }
+        }
+        if !h.ended {
+            h.idle_since = Instant::now();
+            pool.put(&authority, h);
+        }
     }
 }
 
 /// An upstream response whose body is read by polling its connection. Once the body has been
-/// read to its end, dropping this puts the connection back in the idle list; a body left
-/// unread closes it.
-pub(crate) struct Response<'p> {
-    pool: &'p Pool,
+/// read to its end, dropping this puts the connection back in the idle list; a body dropped
+/// before its end is drained first ([`Pool::drain`]), or its connection closed.
+pub(crate) struct Response {
+    pool: Arc<Pool>,
     authority: String,
     h: Option<Box<H1>>,
     parts: http::response::Parts,
-    body: Incoming,
+    /// Taken by a drain on drop.
+    body: Option<Incoming>,
     deadline: Instant,
     finished: bool,
 }
 
-impl Response<'_> {
+impl Response {
     pub(crate) fn status(&self) -> http::StatusCode {
         self.parts.status
     }
@@ -267,8 +352,8 @@ impl Response<'_> {
             if self.finished {
                 return Ok(None);
             }
-            let Some(h) = self.h.as_mut() else { return Err(TransportError::Closed) };
-            let frame = match tokio::time::timeout_at(self.deadline, drive(&mut h.conn, &mut h.ended, self.body.frame())).await {
+            let (Some(h), Some(body)) = (self.h.as_mut(), self.body.as_mut()) else { return Err(TransportError::Closed) };
+            let frame = match tokio::time::timeout_at(self.deadline, drive(&mut h.conn, &mut h.ended, body.frame())).await {
                 Err(_) => return Err(timed_out()),
                 Ok(r) => r?,
             };
@@ -288,14 +373,23 @@ impl Response<'_> {
     }
 }
 
-impl Drop for Response<'_> {
+impl Drop for Response {
     fn drop(&mut self) {
-        if self.finished
-            && let Some(mut h) = self.h.take()
-            && !h.ended
-        {
+        let Some(mut h) = self.h.take() else { return };
+        if h.ended {
+            return;
+        }
+        if self.finished {
             h.idle_since = Instant::now();
             self.pool.put(&self.authority, h);
+            return;
+        }
+        let until = (Instant::now() + DRAIN_GRACE).min(self.deadline);
+        if let Some(body) = self.body.take()
+            && until > Instant::now()
+            && let Some(slot) = self.pool.drains.try_start()
+        {
+            run_drain(Pool::drain(slot, self.pool.clone(), std::mem::take(&mut self.authority), h, body, until));
         }
     }
 }
@@ -321,11 +415,23 @@ mod tests {
         assert_eq!((t.authority.as_str(), t.connect_host.as_str(), t.port), ("[::1]", "::1", 80));
     }
 
-    /// A real HTTP/1.1 server on a loopback socket that answers each request with `reply` and
-    /// counts the connections it accepted. With `close_after_first`, it closes every connection
-    /// after its first answer (as a server whose keep-alive timer fired would).
+    /// How the test server answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// This JSON body; with `close`, the connection is closed after the first answer (as by
+        /// a server whose keep-alive timer fired). An empty body: no answer at all.
+        Json { body: &'static str, close: bool },
+        /// A chunked SSE stream: one event at once, and the stream's end after `end_after`
+        /// (never, with `None`), as a Streamable HTTP server answers a POST.
+        Sse { end_after: Option<Duration> },
+    }
+
+    const SSE_EVENT: &str = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+
+    /// A real HTTP/1.1 server on a loopback socket that answers each request as `answer` says
+    /// and counts the connections it accepted.
     #[allow(clippy::unwrap_used, reason = "test helper")]
-    async fn server(reply: &'static str, close_after_first: bool) -> (Target, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    async fn server(answer: Answer) -> (Target, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -359,12 +465,30 @@ mod tests {
                             }
                         }
                         buf.drain(..head_end + len);
-                        if reply.is_empty() {
-                            continue; // never answer
-                        }
-                        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}", reply.len());
-                        if sock.write_all(resp.as_bytes()).await.is_err() || close_after_first {
-                            return;
+                        match answer {
+                            Answer::Json { body: "", .. } => continue, // never answer
+                            Answer::Json { body, close } => {
+                                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                                if sock.write_all(resp.as_bytes()).await.is_err() || close {
+                                    return;
+                                }
+                            }
+                            Answer::Sse { end_after } => {
+                                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                                let event = format!("{head}{:x}\r\n{SSE_EVENT}\r\n", SSE_EVENT.len());
+                                if sock.write_all(event.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                let Some(after) = end_after else {
+                                    // Never ends: keep the socket until the client goes away.
+                                    let _ = sock.read(&mut [0u8; 1]).await;
+                                    return;
+                                };
+                                tokio::time::sleep(after).await;
+                                if sock.write_all(b"0\r\n\r\n").await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                     }
                 });
@@ -374,7 +498,7 @@ mod tests {
     }
 
     #[allow(clippy::unwrap_used, reason = "test helper")]
-    async fn call(pool: &Pool, t: &Target, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+    async fn call(pool: &Arc<Pool>, t: &Target, timeout: Duration) -> Result<Vec<u8>, TransportError> {
         let mut resp = pool.send(t, t.request(http::Method::POST, http::HeaderMap::new(), b"{}".to_vec()), timeout).await?;
         assert_eq!(resp.status(), http::StatusCode::OK);
         let mut out = Vec::new();
@@ -386,8 +510,8 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_reused_once_their_body_is_read() {
-        let (t, accepted) = server(r#"{"ok":true}"#, false).await;
-        let pool = Pool::new(4);
+        let (t, accepted) = server(Answer::Json { body: r#"{"ok":true}"#, close: false }).await;
+        let pool = Arc::new(Pool::new(4));
         for _ in 0..50 {
             assert_eq!(call(&pool, &t, Duration::from_secs(5)).await.unwrap(), br#"{"ok":true}"#);
         }
@@ -402,8 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_replaced() {
-        let (t, accepted) = server(r#"{"n":1}"#, true).await;
-        let pool = Pool::new(4);
+        let (t, accepted) = server(Answer::Json { body: r#"{"n":1}"#, close: true }).await;
+        let pool = Arc::new(Pool::new(4));
         for _ in 0..5 {
             assert_eq!(call(&pool, &t, Duration::from_secs(5)).await.unwrap(), br#"{"n":1}"#);
             // Give the server's close time to arrive, as it would for an idle connection.
@@ -414,8 +538,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_upstream_times_out_and_its_connection_is_not_reused() {
-        let (t, accepted) = server("", false).await;
-        let pool = Pool::new(4);
+        let (t, accepted) = server(Answer::Json { body: "", close: false }).await;
+        let pool = Arc::new(Pool::new(4));
         let started = std::time::Instant::now();
         let err = call(&pool, &t, Duration::from_millis(200)).await.unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
@@ -425,6 +549,67 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
+    /// Sends one request and reads the answer only up to its first piece (the SSE event), then
+    /// drops it, as `pump_sse` does once the answer is in.
+    #[allow(clippy::unwrap_used, reason = "test helper")]
+    async fn first_event_only(pool: &Arc<Pool>, t: &Target) {
+        let mut resp = pool.send(t, t.request(http::Method::POST, http::HeaderMap::new(), b"{}".to_vec()), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(resp.chunk().await.unwrap().unwrap(), SSE_EVENT.as_bytes());
+    }
+
+    /// Waits (up to 2 s) until `pool` holds `n` idle connections to `t`.
+    #[allow(clippy::unwrap_used, reason = "test helper")]
+    async fn idle_becomes(pool: &Pool, t: &Target, n: usize) -> usize {
+        let idle = || pool.idle.lock().unwrap().get(&t.authority).map_or(0, Vec::len);
+        for _ in 0..200 {
+            if idle() == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        idle()
+    }
+
+    /// An SSE answer whose end comes after the event the call waited for: the call lets go
+    /// at the event, the end is read in the background, and the connection is reused. Before
+    /// drains, every such call opened a new connection (server-everything: one per call).
+    #[tokio::test]
+    async fn an_sse_answer_dropped_at_its_event_keeps_its_connection() {
+        let (t, accepted) = server(Answer::Sse { end_after: Some(Duration::from_millis(20)) }).await;
+        let pool = Arc::new(Pool::new(4));
+        for _ in 0..5 {
+            first_event_only(&pool, &t).await;
+            assert_eq!(idle_becomes(&pool, &t, 1).await, 1, "the drained connection is back in the idle list");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "five calls, one connection");
+        assert_eq!(pool.drains.running(), 0);
+        // The end written straight after the event: drained, whether in the drop's own poll or
+        // in a task, and reused too.
+        let (t, accepted) = server(Answer::Sse { end_after: Some(Duration::ZERO) }).await;
+        for _ in 0..5 {
+            first_event_only(&pool, &t).await;
+            assert_eq!(idle_becomes(&pool, &t, 1).await, 1);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A stream that never ends is given up after the grace period: its connection is closed,
+    /// never pooled, and at most as many drains run at once as the pool keeps idle connections.
+    #[tokio::test]
+    async fn an_sse_stream_that_never_ends_is_closed_after_the_grace_period() {
+        let (t, accepted) = server(Answer::Sse { end_after: None }).await;
+        let pool = Arc::new(Pool::new(2));
+        for _ in 0..3 {
+            first_event_only(&pool, &t).await;
+        }
+        assert_eq!(pool.drains.running(), 2, "the third dropped stream is closed at once: two drains at most");
+        tokio::time::sleep(DRAIN_GRACE + Duration::from_millis(300)).await;
+        assert_eq!(pool.drains.running(), 0, "every drain gave up");
+        assert_eq!(idle_becomes(&pool, &t, 0).await, 0, "and pooled nothing");
+        first_event_only(&pool, &t).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4, "each call had a connection of its own");
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error() {
         let port = {
@@ -432,7 +617,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let t = Target::from_url(&url(&format!("http://127.0.0.1:{port}/"))).unwrap();
-        let err = call(&Pool::new(1), &t, Duration::from_secs(5)).await.unwrap_err();
+        let err = call(&Arc::new(Pool::new(1)), &t, Duration::from_secs(5)).await.unwrap_err();
         assert!(err.to_string().contains("connect error"), "{err}");
     }
 
