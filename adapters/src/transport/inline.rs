@@ -599,10 +599,16 @@ mod tests {
     async fn an_sse_stream_that_never_ends_is_closed_after_the_grace_period() {
         let (t, accepted) = server(Answer::Sse { end_after: None }).await;
         let pool = Arc::new(Pool::new(2));
+        let started = std::time::Instant::now();
         for _ in 0..3 {
             first_event_only(&pool, &t).await;
         }
-        assert_eq!(pool.drains.running(), 2, "the third dropped stream is closed at once: two drains at most");
+        let running = pool.drains.running();
+        assert!(running <= 2, "{running} drains on a pool that keeps two idle connections");
+        // Unless the machine stalled past the grace period, the first two still run.
+        if started.elapsed() < DRAIN_GRACE {
+            assert_eq!(running, 2, "the third dropped stream is closed at once: two drains at most");
+        }
         tokio::time::sleep(DRAIN_GRACE + Duration::from_millis(300)).await;
         assert_eq!(pool.drains.running(), 0, "every drain gave up");
         assert_eq!(idle_becomes(&pool, &t, 0).await, 0, "and pooled nothing");
