@@ -110,7 +110,7 @@ async fn rug_pulls_are_quarantined_diffed_and_approved() {
         audit.display(),
         defs.display()
     );
-    let (g, c, config_path) = start(&dir, &config).await;
+    let (g, c, config_path) = start(dir, &config).await;
 
     // First sight: everything pinned (trust on first use) and exposed.
     let names = listed(&c).await;
@@ -217,7 +217,7 @@ async fn strict_pins_and_poisoned_definitions_wait_for_approval() {
         lock.display(),
         defs.display()
     );
-    let (g, c, config_path) = start(&dir, &config).await;
+    let (g, c, config_path) = start(dir, &config).await;
     let names = listed(&c).await;
     assert!(names.contains(&"tofu__echo".to_owned()), "{names:?}");
     assert!(!names.contains(&"tofu__add".to_owned()), "poisoned tool quarantined even on first use: {names:?}");
@@ -262,7 +262,7 @@ async fn a_server_shadowing_another_servers_tool_is_quarantined_and_names_stay_d
         mail.display(),
         facts.display()
     );
-    let (g, c, _) = start(&dir, &config).await;
+    let (g, c, _) = start(dir, &config).await;
     let names = listed(&c).await;
     assert!(names.contains(&"mail__send_email".to_owned()) && names.contains(&"facts__send_email".to_owned()), "both stay, distinct: {names:?}");
     assert!(!names.contains(&"facts__get_fact".to_owned()), "{names:?}");

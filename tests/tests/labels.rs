@@ -260,5 +260,4 @@ async fn decision_records_carry_the_calls_labels() {
     // The body came from the corporate thread; the outside address from the vendor's mail.
     assert_eq!(l["data"]["readers"], json!(["alice@corp.example", "bob@corp.example", "me@corp.example"]), "{l}");
     assert_eq!((&l["control"]["trusted"], &l["control"]["readers"]), (&json!(false), &json!(["billing@vendor.example", "me@corp.example"])), "{l}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
