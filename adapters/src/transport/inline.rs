@@ -171,8 +171,7 @@ fn timed_out() -> TransportError {
 /// The background reads of responses dropped before their end ([`DRAIN_GRACE`]), counted so that
 /// at most `max` run at once. Without the bound, an upstream that never ends its SSE streams
 /// would have every call of a busy gateway leave a socket and a task behind for the grace
-/// period; beyond the
-/// bound, a dropped response's connection is closed.
+/// period; beyond the bound, a dropped response's connection is closed.
 pub(crate) struct Drains {
     running: AtomicUsize,
     max: usize,
