@@ -9,6 +9,8 @@
 //! - [`upstream`]: one supervised upstream connection with id remapping, timeouts, cancellation
 //!   and routing of server-initiated messages.
 //! - [`redis_log`]: bounded per-key append-only logs in Redis (the shared label store).
+//! - [`wake`]: polling a task's halves again instead of waking it, for hyper's hand-overs
+//!   inside one task.
 
 pub mod era;
 pub mod jsonrpc;
@@ -16,5 +18,6 @@ pub mod redis_log;
 pub mod sse;
 pub mod transport;
 pub mod upstream;
+pub mod wake;
 
 pub use upstream::{CallOpts, Related, ServerInfo, TransportSpec, Upstream, UpstreamError, UpstreamEvent, UpstreamSpec};

@@ -9,6 +9,10 @@
 //! stream, once the answer it waited for is in) is read to its end in the background, briefly
 //! and within bounds, so that its connection goes back too: see [`Drains`].
 //!
+//! hyper's client hands the request and the response between the connection and the call through
+//! channels, each hand-over waking the other side, which here is the same task: the two are
+//! polled under [`LocalWakes`], which answers such wakes by polling again at once.
+//!
 //! Only plain `http://` URLs without credentials in them take this path, and only when no HTTP
 //! proxy is configured in the environment; everything else (TLS, proxies, the long-lived
 //! listen streams) stays on reqwest.
@@ -30,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::TransportError;
+use crate::wake::LocalWakes;
 
 type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
@@ -122,6 +127,8 @@ struct H1 {
     /// The connection future has finished (closed or failed): never poll it again.
     ended: bool,
     idle_since: Instant,
+    /// The waker the connection and the call's future are polled with ([`drive`]).
+    wakes: Arc<LocalWakes>,
 }
 
 impl H1 {
@@ -141,25 +148,30 @@ impl H1 {
 }
 
 /// Polls `fut` with the connection running alongside it in the same task: the connection first,
-/// so that what it reads this turn completes `fut` in the same poll.
-async fn drive<F: Future>(conn: &mut Connection, ended: &mut bool, fut: F) -> Result<F::Output, TransportError> {
+/// so that what it reads this turn completes `fut` in the same poll. Both are polled under
+/// `wakes`: a wake one of them gives the other during the poll is answered by polling both again
+/// here, not by waking the task.
+async fn drive<F: Future>(conn: &mut Connection, ended: &mut bool, wakes: &Arc<LocalWakes>, fut: F) -> Result<F::Output, TransportError> {
     let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(wakes.clone());
     std::future::poll_fn(move |cx| {
-        let mut outcome = None;
-        if !*ended && let Poll::Ready(r) = Pin::new(&mut *conn).poll(cx) {
-            *ended = true;
-            outcome = Some(r);
-        }
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        match outcome {
-            // The connection is gone and `fut` still waits on it: it never will complete.
-            Some(Err(e)) => Poll::Ready(Err(TransportError::Http(format!("request error: {e}")))),
-            Some(Ok(())) => Poll::Ready(Err(TransportError::Closed)),
-            None if *ended => Poll::Ready(Err(TransportError::Closed)),
-            None => Poll::Pending,
-        }
+        wakes.poll(cx, &waker, |inner| {
+            let mut outcome = None;
+            if !*ended && let Poll::Ready(r) = Pin::new(&mut *conn).poll(inner) {
+                *ended = true;
+                outcome = Some(r);
+            }
+            if let Poll::Ready(v) = fut.as_mut().poll(inner) {
+                return Poll::Ready(Ok(v));
+            }
+            match outcome {
+                // The connection is gone and `fut` still waits on it: it never will complete.
+                Some(Err(e)) => Poll::Ready(Err(TransportError::Http(format!("request error: {e}")))),
+                Some(Ok(())) => Poll::Ready(Err(TransportError::Closed)),
+                None if *ended => Poll::Ready(Err(TransportError::Closed)),
+                None => Poll::Pending,
+            }
+        })
     })
     .await
 }
@@ -263,7 +275,7 @@ impl Pool {
         let (send, conn) = http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| TransportError::Http(format!("connect error: {e}")))?;
-        Ok(Box::new(H1 { send, conn, ended: false, idle_since: Instant::now() }))
+        Ok(Box::new(H1 { send, conn, ended: false, idle_since: Instant::now(), wakes: LocalWakes::new() }))
     }
 
     /// Sends `req` on an idle connection to `target`, or a new one, and returns the response
@@ -277,8 +289,10 @@ impl Pool {
         };
         let mut resent = false;
         let head = loop {
+            // Queuing the request wakes the connection: noted, and answered by the first poll.
+            h.wakes.hold();
             let sent = h.send.try_send_request(req);
-            match tokio::time::timeout_at(deadline, drive(&mut h.conn, &mut h.ended, sent)).await {
+            match tokio::time::timeout_at(deadline, drive(&mut h.conn, &mut h.ended, &h.wakes, sent)).await {
                 Err(_) => return Err(timed_out()),
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(Ok(resp))) => break resp,
@@ -305,7 +319,7 @@ impl Pool {
         let _slot = slot;
         let mut left = DRAIN_MAX_BYTES;
         loop {
-            let Ok(Ok(frame)) = tokio::time::timeout_at(until, drive(&mut h.conn, &mut h.ended, body.frame())).await else { return };
+            let Ok(Ok(frame)) = tokio::time::timeout_at(until, drive(&mut h.conn, &mut h.ended, &h.wakes, body.frame())).await else { return };
             match frame {
                 None => break,
                 Some(Ok(frame)) => match frame.data_ref().map_or(0, Bytes::len) {
@@ -352,7 +366,7 @@ impl Response {
                 return Ok(None);
             }
             let (Some(h), Some(body)) = (self.h.as_mut(), self.body.as_mut()) else { return Err(TransportError::Closed) };
-            let frame = match tokio::time::timeout_at(self.deadline, drive(&mut h.conn, &mut h.ended, body.frame())).await {
+            let frame = match tokio::time::timeout_at(self.deadline, drive(&mut h.conn, &mut h.ended, &h.wakes, body.frame())).await {
                 Err(_) => return Err(timed_out()),
                 Ok(r) => r?,
             };
