@@ -22,6 +22,7 @@ pub struct TestGateway {
     pub gw: Arc<clawgate::Gateway>,
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestGateway {
@@ -42,17 +43,27 @@ impl TestGateway {
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let g = Arc::clone(&gw);
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = clawgate::front::http::serve(g, listener, async move {
                 let _ = rx.await;
             })
             .await;
         });
-        Ok(Self { gw, addr, stop: Some(tx) })
+        Ok(Self { gw, addr, stop: Some(tx), served: Some(served) })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// Tells the HTTP front to stop, as a shutdown signal does: it stops accepting at once, and
+    /// the returned task ends once every open connection has (answers in flight are still
+    /// written). The gateway itself keeps running until [`Self::stop`].
+    pub fn stop_front(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.served.take()
     }
 
     pub async fn stop(mut self) {

@@ -296,6 +296,34 @@ async fn stdio_children_are_shared_unless_per_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_front_finishes_answers_in_flight_and_refuses_new_connections() {
+    let mut g = gateway(1, "10s").await;
+    let c = Arc::new(Client::legacy(&g.url()).await.unwrap());
+    let c2 = Arc::clone(&c);
+    let call = tokio::spawn(async move { c2.call("up0__work", json!({"ms": 1500})).await });
+    // Let the call reach the upstream (which then busy-waits), then stop the front.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let served = g.stop_front().unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(g.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the front stopped accepting");
+    assert!(!call.is_finished(), "the call is still in flight");
+    assert!(!served.is_finished(), "the front waits for the connection whose answer is in flight");
+    let r = tokio::time::timeout(Duration::from_secs(10), call).await.unwrap().unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.response["result"]["content"][0]["text"], "worked", "{}", r.response);
+    // With the answer written, the front closes its connections and returns.
+    tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap();
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_cancellation_reaches_the_upstream() {
     let g = gateway(1, "30s").await;
     let c = Arc::new(Client::legacy(&g.url()).await.unwrap());

@@ -25,6 +25,7 @@ use axum::routing::post;
 use clawgate_adapters::era;
 use clawgate_adapters::jsonrpc::{self, Kind};
 use clawgate_adapters::sse;
+use clawgate_adapters::wake::Absorbing;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -53,19 +54,69 @@ pub fn router(gw: Arc<Gateway>, local: SocketAddr) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, then lets the open connections finish (as
+/// `axum::serve(..).with_graceful_shutdown` does).
+///
+/// Each connection is one task polled under [`Absorbing`]: hyper hands the request body to the
+/// handler, and the call that handler runs inline hands requests and responses to and from its
+/// upstream connection, through channels that wake the other side, which is this same task.
+/// Answered by polling again at once, those wakes cost no reschedule, and no wake of a parked
+/// worker thread (see `clawgate_adapters::wake`).
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
     let local = listener.local_addr()?;
-    // Small JSON-RPC messages must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
+    let service = hyper_util::service::TowerToHyperService::new(router(gw, local));
+    // `stop` tells the connections to finish; each holds `open` until it has.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small JSON-RPC messages must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(gw, local)).with_graceful_shutdown(shutdown).await
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(Absorbing::new(async move {
+            let _open = open;
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        }));
+    }
+    drop(listener);
+    drop(open_rx);
+    let _ = stop_tx.send(true);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// After a failed `accept`: a connection that went away before it was accepted costs nothing;
+/// anything else (out of descriptors, say) is logged and accepting pauses for a second, as axum
+/// does, rather than spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::warn!(target: "clawgate::front", "accept failed: {e}; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
