@@ -248,6 +248,11 @@ pub struct Limits {
     /// How long the gateway waits for a client to answer a server→client request.
     #[serde(deserialize_with = "de_duration")]
     pub client_request_timeout: Duration,
+    /// How long an HTTP client has to send a request's headers (from the connection's start or
+    /// the previous answer), and then its body. A connection that is silent or slow for longer
+    /// is closed (headers) or answered 408 (body), so it cannot hold a socket indefinitely.
+    #[serde(deserialize_with = "de_duration")]
+    pub client_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -259,6 +264,7 @@ impl Default for Limits {
             max_sessions: 10_000,
             session_idle_timeout: Duration::from_secs(30 * 60),
             client_request_timeout: Duration::from_secs(300),
+            client_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -702,6 +708,9 @@ impl Config {
         };
         if raw.limits.max_json_depth < 8 || raw.limits.max_body_bytes < 1024 {
             return Err(err(None, Some("limits".into()), "max_json_depth must be at least 8 and max_body_bytes at least 1024".into()));
+        }
+        if raw.limits.client_read_timeout < Duration::from_millis(10) {
+            return Err(err(None, Some("limits.client_read_timeout".into()), "must be at least 10ms".into()));
         }
 
         let mut upstreams = Vec::new();
@@ -1238,7 +1247,11 @@ mod tests {
         let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"ftp\"\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         let e = parse("[listen]\nhttp = \"nope\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen.http")));
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen.http")));        let e = parse("[limits]\nclient_read_timeout = \"1ms\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.client_read_timeout"), "{e}");
+        assert!(e.message.contains("at least 10ms"), "{e}");
+        assert_eq!(parse("[limits]\nclient_read_timeout = \"250ms\"\n").unwrap().limits.client_read_timeout, Duration::from_millis(250));
+        assert_eq!(parse("").unwrap().limits.client_read_timeout, Duration::from_secs(30), "the default");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub enum CallError {
     InvalidRequest(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("request body not received within {0:?} (`limits.client_read_timeout`)")]
+    BodyTimeout(std::time::Duration),
     #[error("JSON nested deeper than {0} levels")]
     TooDeep(usize),
     #[error("origin `{0}` is not allowed")]
@@ -72,7 +74,7 @@ impl CallError {
     pub fn code(&self) -> i64 {
         match self {
             Self::Parse(_) | Self::TooDeep(_) => code::PARSE_ERROR,
-            Self::InvalidRequest(_) | Self::BodyTooLarge(_) | Self::SessionRequired | Self::BadProtocolHeader(_) => code::INVALID_REQUEST,
+            Self::InvalidRequest(_) | Self::BodyTooLarge(_) | Self::BodyTimeout(_) | Self::SessionRequired | Self::BadProtocolHeader(_) => code::INVALID_REQUEST,
             Self::ForbiddenOrigin(_) | Self::ForbiddenHost(_) | Self::UnknownSession | Self::TooManySessions => code::INVALID_REQUEST,
             Self::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             Self::HeaderMismatch(_) => HEADER_MISMATCH,
@@ -91,6 +93,7 @@ impl CallError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ForbiddenOrigin(_) | Self::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownSession => StatusCode::NOT_FOUND,

@@ -324,6 +324,42 @@ async fn stopping_the_front_finishes_answers_in_flight_and_refuses_new_connectio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_too_slow_to_send_a_request_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = TestGateway::start(&fixture_config(FIXTURE, 1, "10s", "[limits]\nclient_read_timeout = \"300ms\"\n")).await.unwrap();
+    // Headers that never end: the connection is closed once the timeout passes.
+    let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    tcp.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the connection with unfinished headers was closed");
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the timeout: {:?}", started.elapsed());
+    // A connection that sends nothing at all is closed too.
+    let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the silent connection was closed");
+    // A body that stops short of its length: 408, with a JSON-RPC error that names the limit.
+    let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n";
+    tcp.write_all(format!("{head}{{\"jsonrpc\":").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the answer came and the connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within 300ms") && answer.contains("client_read_timeout"), "{answer}");
+    assert!(answer.contains("-32600"), "{answer}");
+    // A client that sends its requests promptly is unaffected, also after an idle pause shorter
+    // than the timeout.
+    let c = Client::legacy(&g.url()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = c.call("up0__echo", json!({"text": "on time"})).await.unwrap();
+    assert_eq!(r.response["result"]["structuredContent"]["params"]["arguments"]["text"], "on time", "{}", r.response);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_cancellation_reaches_the_upstream() {
     let g = gateway(1, "30s").await;
     let c = Arc::new(Client::legacy(&g.url()).await.unwrap());

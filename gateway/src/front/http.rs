@@ -68,6 +68,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    // A client gets `client_read_timeout` to send each request's headers, counted from the
+    // connection's start or the previous answer; then hyper closes the connection.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(gw.config().limits.client_read_timeout);
+    let http1 = Arc::new(http1);
     let service = hyper_util::service::TowerToHyperService::new(router(gw, local));
     // `stop` tells the connections to finish; each holds `open` until it has.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -87,11 +92,12 @@ pub async fn serve(
         // Small JSON-RPC messages must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let service = service.clone();
+        let http1 = Arc::clone(&http1);
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(Absorbing::new(async move {
             let _open = open;
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -255,9 +261,12 @@ async fn handle_post(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> R
         let e = CallError::InvalidRequest("`Content-Type` must be `application/json`".into());
         return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_response(Value::Null), None);
     }
-    let bytes = match axum::body::to_bytes(body, limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return error_response(&CallError::BodyTooLarge(limits.max_body_bytes), Value::Null),
+    // A body already in hyper's buffer (the usual small message) is taken without arming the
+    // timer: `timeout` polls the read first.
+    let bytes = match tokio::time::timeout(limits.client_read_timeout, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return error_response(&CallError::BodyTooLarge(limits.max_body_bytes), Value::Null),
+        Err(_) => return error_response(&CallError::BodyTimeout(limits.client_read_timeout), Value::Null),
     };
     let msg = match super::parse_message(&bytes, limits.max_body_bytes, limits.max_json_depth) {
         Ok(m) => m,
