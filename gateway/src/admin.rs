@@ -37,7 +37,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+    // The same accept loop as the MCP endpoint's, with its client read timeout.
+    let read_timeout = gw.config().limits.client_read_timeout;
+    crate::front::http::serve_router(router(gw), listener, read_timeout, shutdown).await
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timing.

@@ -54,26 +54,38 @@ pub fn router(gw: Arc<Gateway>, local: SocketAddr) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then lets the open connections finish (as
-/// `axum::serve(..).with_graceful_shutdown` does).
-///
-/// Each connection is one task polled under [`Absorbing`]: hyper hands the request body to the
-/// handler, and the call that handler runs inline hands requests and responses to and from its
-/// upstream connection, through channels that wake the other side, which is this same task.
-/// Answered by polling again at once, those wakes cost no reschedule, and no wake of a parked
-/// worker thread (see `clawgate_adapters::wake`).
+/// Serves the MCP endpoint until `shutdown` resolves: [`serve_router`] with [`router`].
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    // A client gets `client_read_timeout` to send each request's headers, counted from the
-    // connection's start or the previous answer; then hyper closes the connection.
+    let read_timeout = gw.config().limits.client_read_timeout;
+    serve_router(router(gw, local), listener, read_timeout, shutdown).await
+}
+
+/// Serves `app` until `shutdown` resolves, then lets the open connections finish (as
+/// `axum::serve(..).with_graceful_shutdown` does). The admin interface is served by it too.
+///
+/// A client gets `read_timeout` to send each request's headers, counted from the connection's
+/// start or the previous answer; then hyper closes the connection.
+///
+/// Each connection is one task polled under [`Absorbing`]: hyper hands the request body to the
+/// handler, and the call that handler runs inline hands requests and responses to and from its
+/// upstream connection, through channels that wake the other side, which is this same task.
+/// Answered by polling again at once, those wakes cost no reschedule, and no wake of a parked
+/// worker thread (see `clawgate_adapters::wake`).
+pub async fn serve_router(
+    app: Router,
+    listener: tokio::net::TcpListener,
+    read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(gw.config().limits.client_read_timeout);
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_timeout);
     let http1 = Arc::new(http1);
-    let service = hyper_util::service::TowerToHyperService::new(router(gw, local));
+    let service = hyper_util::service::TowerToHyperService::new(app);
     // `stop` tells the connections to finish; each holds `open` until it has.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
