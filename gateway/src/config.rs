@@ -1247,7 +1247,8 @@ mod tests {
         let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"ftp\"\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         let e = parse("[listen]\nhttp = \"nope\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen.http")));        let e = parse("[limits]\nclient_read_timeout = \"1ms\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("listen.http")));
+        let e = parse("[limits]\nclient_read_timeout = \"1ms\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.client_read_timeout"), "{e}");
         assert!(e.message.contains("at least 10ms"), "{e}");
         assert_eq!(parse("[limits]\nclient_read_timeout = \"250ms\"\n").unwrap().limits.client_read_timeout, Duration::from_millis(250));

@@ -353,7 +353,7 @@ async fn clients_too_slow_to_send_a_request_are_cut_off() {
     // A client that sends its requests promptly is unaffected, also after an idle pause shorter
     // than the timeout.
     let c = Client::legacy(&g.url()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let r = c.call("up0__echo", json!({"text": "on time"})).await.unwrap();
     assert_eq!(r.response["result"]["structuredContent"]["params"]["arguments"]["text"], "on time", "{}", r.response);
     g.stop().await;
