@@ -1,18 +1,22 @@
 //! The audit log: one JSON record per line, each carrying the SHA-256 of the line before it, so
 //! that editing, inserting or deleting a record breaks the chain (`clawgate audit verify`).
 //!
-//! Records are written by one task from a bounded queue, never on the caller's path; if the
-//! queue is full the record is dropped and the drop is logged (and counted in the next record).
-//! Without `[audit] file` records go to the log under the `clawgate::audit` target.
+//! Records are written by one thread from a bounded queue, never on the caller's path. A record
+//! that cannot be kept (the queue is full, or its batch's write failed) is logged and counted in
+//! the next record written (`dropped_before`). The pipeline asks [`Audit::writable`] and checks
+//! what [`Audit::decision`] returns, so that under `[audit] on_failure = "deny"` (the default)
+//! no call goes through while its decision cannot be recorded. Without `[audit] file` records go
+//! to the log under the `clawgate::audit` target.
 //!
 //! It records one `decision` per call (principal, target, outcome, deciding policies, the
 //! SHA-256 of the exact call; never argument values), approval outcomes, policy reloads and
 //! rejections, and tool-integrity events: quarantines, poisoning flags, sanitised definitions
 //! and results, first-use pins and approvals picked up.
 
-use std::path::{Path, PathBuf};
+use std::io::{Read as _, Seek as _, SeekFrom, Write};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clawgate_policies::decision::Decision;
 use clawgate_policies::integrity::canonical;
@@ -25,6 +29,8 @@ use tokio::sync::mpsc;
 const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 /// Records waiting to be written; more are dropped (and counted) rather than blocking callers.
 const QUEUE: usize = 4096;
+/// The longest last record [`Audit::start`] reads back to resume the chain.
+const MAX_RECORD: usize = 16 << 20;
 /// After each write the writer waits this long before taking the next batch (group commit): under
 /// load, records gather in the queue without waking the writer once per call (each wakeup is a
 /// futex call and a thread switch, which cost more than writing the record). When the queue is
@@ -51,30 +57,41 @@ enum Entry {
 #[derive(Clone)]
 pub struct Audit {
     tx: Option<mpsc::Sender<Entry>>,
+    /// Records lost since the last one written (queue full, or a failed write).
     dropped: Arc<AtomicU64>,
+    /// False from a failed write until a write succeeds again.
+    healthy: Arc<AtomicBool>,
 }
 
 impl Audit {
-    /// Opens (or creates) the log and resumes its chain from the last line.
+    /// Opens (or creates) the log and resumes its chain from the last line. A log that cannot be
+    /// opened for appending, or whose last record is not valid, is an error here, at startup.
     pub fn start(file: Option<&Path>) -> Result<Self, String> {
-        let dropped = Arc::new(AtomicU64::new(0));
-        let Some(path) = file else { return Ok(Self { tx: None, dropped }) };
-        let prev = match std::fs::read_to_string(path) {
-            Ok(text) => match text.lines().last() {
-                Some(line) => serde_json::from_str::<Value>(line)
-                    .ok()
-                    .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
-                    .ok_or_else(|| format!("{}: the last audit record is not valid; refusing to extend a broken chain", path.display()))?,
-                None => GENESIS.to_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => GENESIS.to_owned(),
-            Err(e) => return Err(format!("{}: cannot read audit log: {e}", path.display())),
+        let Some(path) = file else { return Ok(Self { tx: None, dropped: Arc::default(), healthy: Arc::new(AtomicBool::new(true)) }) };
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("{}: cannot open the audit log for appending: {e}", path.display()))?;
+        let prev = match last_record(&mut f).map_err(|e| format!("{}: cannot read the audit log: {e}", path.display()))? {
+            None => GENESIS.to_owned(),
+            Some(line) => serde_json::from_slice::<Value>(&line)
+                .ok()
+                .and_then(|v| v.get("hash").and_then(Value::as_str).map(str::to_owned))
+                .ok_or_else(|| format!("{}: the last audit record is not valid; refusing to extend a broken chain", path.display()))?,
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
+        Self::spawn(f, path.display().to_string(), prev, QUEUE)
+    }
+
+    /// Starts the writer thread on `out`, with room for `queue` records.
+    fn spawn(out: impl Write + Send + 'static, name: String, prev: String, queue: usize) -> Result<Self, String> {
+        let (tx, rx) = mpsc::channel(queue);
+        let (dropped, healthy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
+        let state = (Arc::clone(&dropped), Arc::clone(&healthy));
         // A thread of its own: blocking file writes never occupy (or hop through) the runtime.
-        let (path, dropped2) = (path.to_owned(), Arc::clone(&dropped));
-        std::thread::Builder::new().name("clawgate-audit".into()).spawn(move || writer(path, prev, rx, dropped2)).map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(Self { tx: Some(tx), dropped })
+        std::thread::Builder::new().name("clawgate-audit".into()).spawn(move || writer(out, &name, prev, rx, &state.0, &state.1)).map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(Self { tx: Some(tx), dropped, healthy })
     }
 
     /// Whether records go anywhere: to the file, or to the log at debug level. Callers skip
@@ -83,13 +100,29 @@ impl Audit {
         self.tx.is_some() || tracing::enabled!(target: "clawgate::audit", tracing::Level::DEBUG)
     }
 
+    /// Whether records go to a file (and so can fail to be kept).
+    pub fn has_file(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Whether a record queued now is expected to reach the file: the writer is running and its
+    /// last write succeeded. (A record can still be lost to a write that fails after this.)
+    pub fn writable(&self) -> bool {
+        match &self.tx {
+            None => true,
+            Some(tx) => !tx.is_closed() && self.healthy.load(Ordering::Relaxed),
+        }
+    }
+
     /// Queues one record: `event` names it, `fields` says the rest.
     pub fn record(&self, event: &str, fields: Value) {
         let rec = assemble(event, now_ms(), fields);
         match &self.tx {
             // Without a file the records still exist, at debug level, for whoever wants them.
             None => tracing::debug!(target: "clawgate::audit", "{rec}"),
-            Some(tx) => self.send(tx, Entry::Record(rec)),
+            Some(tx) => {
+                self.send(tx, Entry::Record(rec));
+            }
         }
     }
 
@@ -100,25 +133,34 @@ impl Audit {
         let ts_ms = now_ms();
         match &self.tx {
             None => tracing::debug!(target: "clawgate::audit", "{}", assemble(event, ts_ms, build())),
-            Some(tx) => self.send(tx, Entry::Later { event, ts_ms, build: Box::new(build) }),
+            Some(tx) => {
+                self.send(tx, Entry::Later { event, ts_ms, build: Box::new(build) });
+            }
         }
     }
 
     /// Queues one call's `decision` record. The writer renders it straight into its canonical
-    /// JSON, off the caller's path and without building a [`Value`].
-    pub fn decision(&self, rec: DecisionRecord) {
+    /// JSON, off the caller's path and without building a [`Value`]. False when the record was
+    /// dropped (the queue is full, or the writer has stopped).
+    #[must_use = "a call whose decision record was dropped may have to be denied"]
+    pub fn decision(&self, rec: DecisionRecord) -> bool {
         let ts_ms = now_ms();
         match &self.tx {
-            None => tracing::debug!(target: "clawgate::audit", "{}", assemble("decision", ts_ms, rec.fields())),
+            None => {
+                tracing::debug!(target: "clawgate::audit", "{}", assemble("decision", ts_ms, rec.fields()));
+                true
+            }
             Some(tx) => self.send(tx, Entry::Decision { ts_ms, rec: Box::new(rec) }),
         }
     }
 
-    fn send(&self, tx: &mpsc::Sender<Entry>, entry: Entry) {
-        if tx.try_send(entry).is_err() {
+    fn send(&self, tx: &mpsc::Sender<Entry>, entry: Entry) -> bool {
+        let sent = tx.try_send(entry).is_ok();
+        if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!("audit queue full or closed; a record was dropped");
         }
+        sent
     }
 }
 
@@ -275,15 +317,32 @@ fn chain_text(prev: &str, canonical: &[u8]) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, dropped: Arc<AtomicU64>) {
-    use std::io::Write as _;
-    let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("{}: cannot open audit log: {e}", path.display());
-            return;
+/// The last non-empty line of `f` (read back from its end, in pieces), or `None` if it has none.
+fn last_record(f: &mut std::fs::File) -> std::io::Result<Option<Vec<u8>>> {
+    const STEP: u64 = 64 << 10;
+    let mut pos = f.metadata()?.len();
+    let mut tail: Vec<u8> = Vec::new();
+    while pos > 0 {
+        let step = pos.min(STEP);
+        pos -= step;
+        let mut piece = vec![0; usize::try_from(step).unwrap_or(0)];
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut piece)?;
+        piece.extend_from_slice(&tail);
+        tail = piece;
+        let end = tail.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
+        if let Some(start) = tail[..end].iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(tail[start + 1..end].to_vec()));
         }
-    };
+        if end > MAX_RECORD {
+            return Err(std::io::Error::other(format!("its last record is longer than {MAX_RECORD} bytes")));
+        }
+    }
+    let end = tail.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
+    Ok((end > 0).then(|| tail[..end].to_vec()))
+}
+
+fn writer(mut file: impl Write, name: &str, mut prev: String, mut rx: mpsc::Receiver<Entry>, dropped: &AtomicU64, healthy: &AtomicBool) {
     let mut batch = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut canon: Vec<u8> = Vec::with_capacity(1024);
@@ -292,6 +351,8 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
     while rx.blocking_recv_many(&mut batch, 256) > 0 {
         buf.clear();
         let mut last = prev.clone();
+        // Records (and earlier losses they report) that this batch's write would lose.
+        let mut at_stake = 0;
         let mut entries = batch.drain(..);
         while let Some(entry) = entries.next() {
             // Building is the costly part: let a call's thread that waits for the core go
@@ -302,14 +363,17 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
                 std::thread::yield_now();
             }
             canon.clear();
+            if let Entry::Flush(done) = entry {
+                flushes.push(done);
+                continue;
+            }
+            let before = dropped.swap(0, Ordering::Relaxed);
+            at_stake += 1 + before;
             match entry {
-                Entry::Flush(done) => {
-                    flushes.push(done);
-                    continue;
-                }
-                Entry::Decision { ts_ms, rec } => rec.write_canonical(ts_ms, dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
-                Entry::Record(rec) => write_generic(rec, dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
-                Entry::Later { event, ts_ms, build } => write_generic(assemble(event, ts_ms, build()), dropped.swap(0, Ordering::Relaxed), &last, &mut canon),
+                Entry::Flush(_) => {}
+                Entry::Decision { ts_ms, rec } => rec.write_canonical(ts_ms, before, &last, &mut canon),
+                Entry::Record(rec) => write_generic(rec, before, &last, &mut canon),
+                Entry::Later { event, ts_ms, build } => write_generic(assemble(event, ts_ms, build()), before, &last, &mut canon),
             }
             // Serialised once: the canonical form is hashed and is also the line written, with
             // `hash` appended (`verify` removes it and re-canonicalises the rest to the same text).
@@ -326,15 +390,22 @@ fn writer(path: PathBuf, mut prev: String, mut rx: mpsc::Receiver<Entry>, droppe
             last = hash;
         }
         // All or nothing per batch: on a failed write the chain goes on from the last record
-        // that is on disk.
-        let written = buf.is_empty() || file.write_all(&buf).inspect_err(|e| tracing::error!("{}: audit write failed: {e}", path.display())).is_ok();
+        // that is on disk, the next record counts the lost ones, and until a write succeeds the
+        // log is not writable (calls are denied under `on_failure = "deny"`).
+        let written = buf.is_empty() || file.write_all(&buf).and_then(|()| file.flush()).inspect_err(|e| tracing::error!("{name}: audit write failed, {at_stake} records lost: {e}")).is_ok();
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
         if written {
             prev = last;
-            std::thread::sleep(GROUP_COMMIT);
+            if !healthy.swap(true, Ordering::Relaxed) {
+                tracing::warn!("{name}: audit writes succeed again");
+            }
+        } else {
+            dropped.fetch_add(at_stake, Ordering::Relaxed);
+            healthy.store(false, Ordering::Relaxed);
         }
+        std::thread::sleep(GROUP_COMMIT);
     }
 }
 
@@ -374,6 +445,7 @@ pub fn verify(path: &Path) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// The writer is a task: wait (bounded) until it has written `n` lines.
     async fn wait_lines(path: &Path, n: usize) {
@@ -527,7 +599,7 @@ mod tests {
         let a = Audit::start(Some(&path)).unwrap();
         for (i, rec) in decisions().into_iter().enumerate() {
             a.record("test", json!({"i": i}));
-            a.decision(rec);
+            assert!(a.decision(rec));
         }
         a.flush(std::time::Duration::from_secs(5)).await;
         assert_eq!(verify(&path), Ok(14));
@@ -539,6 +611,132 @@ mod tests {
         // An edited decision breaks the chain.
         std::fs::write(&path, text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1)).unwrap();
         assert!(verify(&path).unwrap_err().contains("record altered"), "{:?}", verify(&path));
+    }
+
+    /// A log the gateway cannot append to stops it at startup, naming the file; before, the
+    /// writer failed alone and every record was dropped while calls went on.
+    #[test]
+    fn a_log_that_cannot_be_opened_is_an_error_at_startup() {
+        let (_dir, path) = fresh_log("clawgate-audit-open");
+        let path = path.join("missing-dir").join("audit.jsonl");
+        let e = Audit::start(Some(&path)).err().unwrap();
+        assert!(e.starts_with(&format!("{}: cannot open the audit log for appending: ", path.display())), "{e}");
+    }
+
+    /// The chain resumes from the last record read back from the end of the file, including a
+    /// record longer than one read and a log far longer than one; a broken last line refuses.
+    #[tokio::test]
+    async fn the_chain_resumes_from_the_end_of_a_long_log() {
+        let (_dir, path) = fresh_log("clawgate-audit-resume");
+        let a = Audit::start(Some(&path)).unwrap();
+        for i in 0..2000 {
+            a.record("test", json!({"i": i, "pad": "x".repeat(100)}));
+        }
+        a.record("test", json!({"big": "y".repeat(200_000)}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        drop(a);
+        let a = Audit::start(Some(&path)).unwrap();
+        a.record("test", json!({"after": "restart"}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        drop(a);
+        assert_eq!(verify(&path), Ok(2002));
+        // Trailing blank lines do not hide the last record.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"\n\n").unwrap();
+        let a = Audit::start(Some(&path)).unwrap();
+        a.record("test", json!({"after": "blank lines"}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        drop(a);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\n\n\n", "\n")).unwrap();
+        assert_eq!(verify(&path), Ok(2003));
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"cut\": ").unwrap();
+        let e = Audit::start(Some(&path)).err().unwrap();
+        assert!(e.contains("the last audit record is not valid"), "{e}");
+    }
+
+    /// A sink whose writes fail while `fail` is set, and otherwise land in `out`.
+    struct Flaky {
+        fail: Arc<AtomicBool>,
+        out: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Flaky {
+        #[allow(clippy::unwrap_used, reason = "test code")]
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("no space left (test)"));
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A failed write makes the log unwritable (the pipeline then denies calls) until a write
+    /// succeeds again; the records it lost are counted in the next record, which chains on from
+    /// the last record actually written.
+    #[tokio::test]
+    async fn a_failed_write_makes_the_log_unwritable_until_a_write_succeeds() {
+        let fail = Arc::new(AtomicBool::new(false));
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = Audit::spawn(Flaky { fail: Arc::clone(&fail), out: Arc::clone(&out) }, "test".into(), GENESIS.into(), 64).unwrap();
+        a.record("test", json!({"i": 0}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(a.writable());
+        fail.store(true, Ordering::Relaxed);
+        for rec in decisions().into_iter().take(3) {
+            assert!(a.decision(rec), "queued; the write fails later");
+        }
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(!a.writable());
+        a.record("test", json!({"i": 1}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(!a.writable(), "still failing");
+        fail.store(false, Ordering::Relaxed);
+        a.record("test", json!({"i": 2}));
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(a.writable(), "a write succeeded");
+        let (_dir, path) = fresh_log("clawgate-audit-flaky");
+        std::fs::write(&path, out.lock().unwrap().as_slice()).unwrap();
+        assert_eq!(verify(&path), Ok(2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!((last["i"].as_u64(), last["dropped_before"].as_u64()), (Some(2), Some(4)), "{last}");
+    }
+
+    /// A sink whose every write waits for a go-ahead (or for the test to hang up).
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With the writer stuck, the queue fills and `decision` says the record was dropped
+    /// (the pipeline then denies the call); the next record written counts what was lost.
+    #[tokio::test]
+    async fn a_full_queue_refuses_decision_records() {
+        let (go, wait) = std::sync::mpsc::channel();
+        let a = Audit::spawn(Stalled(wait), "test".into(), GENESIS.into(), 2).unwrap();
+        let mut refused = 0;
+        for rec in decisions().into_iter().cycle().take(10) {
+            if !a.decision(rec) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 5, "{refused} of 10 refused with room for 2 queued and 1 batch in the writer");
+        assert!(a.dropped.load(Ordering::Relaxed) >= 5);
+        drop(go);
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(a.writable());
+        assert_eq!(a.dropped.load(Ordering::Relaxed), 0, "the next record counted them");
     }
 
     /// On a machine whose cores are all busy the writer still keeps up: it stops yielding once

@@ -359,6 +359,21 @@ pub struct Pins {
 pub struct Audit {
     /// Append-only, hash-chained JSON Lines file; `None` sends audit records to the log.
     pub file: Option<PathBuf>,
+    /// What happens to a call whose decision record cannot be kept.
+    pub on_failure: AuditOnFailure,
+}
+
+/// `[audit] on_failure = "deny" | "allow"`: what happens to a call that would go through when
+/// its decision record cannot be kept (the queue to the writer is full, or the log's last write
+/// failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    /// The call is denied (`audit_unavailable`): no call goes through unrecorded.
+    #[default]
+    Deny,
+    /// The call goes through; the record is counted as lost (`dropped_before` in the next one).
+    Allow,
 }
 
 /// `[admin]`: the operator API. Off unless `http` is set.
@@ -551,6 +566,8 @@ struct RawPins {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     file: Option<String>,
+    #[serde(default)]
+    on_failure: AuditOnFailure,
 }
 
 #[derive(Deserialize, Default)]
@@ -840,7 +857,7 @@ impl Config {
             lockfile: Some(base.join(raw.pins.lockfile.as_deref().unwrap_or("clawgate.lock"))),
             relist_interval: raw.pins.relist_interval.unwrap_or(Duration::from_secs(300)),
         };
-        let audit = Audit { file: raw.audit.file.as_deref().map(|f| base.join(f)) };
+        let audit = Audit { file: raw.audit.file.as_deref().map(|f| base.join(f)), on_failure: raw.audit.on_failure };
         let admin = Admin {
             http: match &raw.admin.http {
                 Some(h) => Some(h.get_ref().parse::<SocketAddr>().map_err(|e| err(Some(h.span()), Some("admin.http".into()), format!("not a socket address: {e}")))?),
@@ -1164,6 +1181,15 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("policy.utc_offset"), "{e}");
         let ok = parse("[policy]\ninline = \"\"\nutc_offset = \"-05:30\"\n").unwrap();
         assert_eq!(ok.policy.unwrap().utc_offset_minutes, -330);
+    }
+
+    #[test]
+    fn audit_on_failure_defaults_to_deny_and_bad_values_name_the_line() {
+        assert_eq!(parse("[audit]\nfile = \"a.jsonl\"\n").unwrap().audit.on_failure, AuditOnFailure::Deny);
+        assert_eq!(parse("[audit]\nfile = \"a.jsonl\"\non_failure = \"allow\"\n").unwrap().audit.on_failure, AuditOnFailure::Allow);
+        let e = parse("[audit]\nfile = \"a.jsonl\"\non_failure = \"shrug\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("shrug") && e.to_string().contains("deny"), "{e}");
     }
 
     #[test]

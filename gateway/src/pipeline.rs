@@ -29,7 +29,7 @@ use crate::config::{Config, TransportConfig, UpstreamConfig};
 use crate::error::CallError;
 use crate::session::{Session, Sessions, lock, new_session_id};
 use crate::authz::{self, Authz, Principal, ToolInput};
-use crate::config::PolicyMode;
+use crate::config::{AuditOnFailure, PolicyMode};
 use crate::stages::{self, CallInfo};
 use clawgate_policies::cedar::{Inventory, PromptMeta, ToolAttrs, ToolMeta, UpstreamMeta};
 use clawgate_policies::decision::{Decision, Denial, DenyReason, EngineKind};
@@ -423,7 +423,7 @@ impl Gateway {
             && let Err(errors) = self.authz.check_args(&state, &target, arguments)
         {
             let d = Decision::Deny(Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() });
-            self.audit_decision(principal, &info, &d, &digest, false, None);
+            self.audit_denial(principal, &info, d, &digest);
             return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::InvalidArguments(errors) });
         }
         if caller.is_stateless()
@@ -446,7 +446,7 @@ impl Gateway {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
-                    self.audit_decision(principal, &info, &Decision::Deny(den.clone()), &digest, false, None);
+                    self.audit_denial(principal, &info, Decision::Deny(den.clone()), &digest);
                     return Err(CallError::Denied(den));
                 }
             }
@@ -465,10 +465,11 @@ impl Gateway {
         if (shadow || !matches!(decision, Decision::Deny(_)))
             && let Err(den) = self.rate_limit.check(principal.id(), &target, std::time::Instant::now())
         {
-            self.audit_decision(principal, &info, &Decision::Deny(den.clone()), &digest, false, None);
+            self.audit_denial(principal, &info, Decision::Deny(den.clone()), &digest);
             return Err(CallError::Denied(den));
         }
-        self.audit_decision(principal, &info, &decision, &digest, shadow, view.filter(|_| self.labels.enabled()));
+        // A call that would go through is refused if its record cannot be kept (`on_failure`).
+        self.audit_decision(principal, &info, &decision, &digest, shadow, view.filter(|_| self.labels.enabled())).map_err(CallError::Denied)?;
         match (&decision, shadow) {
             (Decision::Allow { .. }, _) => {}
             (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
@@ -515,17 +516,28 @@ impl Gateway {
     }
 
     /// Stage "audit": one record per decision (never argument values; the call digest binds
-    /// the record to the exact call).
-    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<LabelView>) {
+    /// the record to the exact call). A decision that lets the call through (an allow, an ask,
+    /// anything in shadow mode) whose record cannot be kept, because the audit log's last write
+    /// failed or its queue is full, becomes an `audit_unavailable` denial under `[audit]
+    /// on_failure = "deny"`: the `Err` is the denial to answer with.
+    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<LabelView>) -> Result<(), Denial> {
         if let Decision::Deny(den) = d {
             tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
         }
         if !self.audit.is_on() {
-            return;
+            return Ok(());
+        }
+        let strict = (shadow || !matches!(d, Decision::Deny(_))) && self.audit.has_file() && self.cfg.audit.on_failure == AuditOnFailure::Deny;
+        let unavailable = |detail: &str| Denial { reason: DenyReason::AuditUnavailable, engine: EngineKind::Gateway, policies: Vec::new(), detail: detail.to_owned() };
+        if strict && !self.audit.writable() {
+            // The denial replaces the decision in the log: one record per call.
+            let den = unavailable("the audit log's last write failed");
+            self.audit_denial(p, info, Decision::Deny(den.clone()), digest);
+            return Err(den);
         }
         // Only owned copies cross to the writer, which renders the record (the labels part is
         // most of its cost) off the call's path.
-        self.audit.decision(crate::audit::DecisionRecord {
+        let queued = self.audit.decision(crate::audit::DecisionRecord {
             decision: d.clone(),
             principal: p.id().to_owned(),
             method: info.method.to_owned(),
@@ -535,6 +547,18 @@ impl Gateway {
             shadow,
             labels,
         });
+        if strict && !queued {
+            let den = unavailable("the audit log's queue is full");
+            tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
+            return Err(den);
+        }
+        Ok(())
+    }
+
+    /// [`Gateway::audit_decision`] for a denial, which cannot be refused again.
+    fn audit_denial(&self, p: &Principal, info: &CallInfo<'_>, d: Decision, digest: &[u8; 32]) {
+        debug_assert!(matches!(d, Decision::Deny(_)));
+        let _denied_anyway = self.audit_decision(p, info, &d, digest, false, None);
     }
 
     /// A permit with `@ask`: get a human's approval for exactly this call. `Ok(None)` means

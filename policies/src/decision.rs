@@ -55,6 +55,9 @@ pub enum DenyReason {
     LabelStoreUnavailable,
     /// The principal (or the principal on this tool) is over its `[rate_limit]`.
     RateLimited,
+    /// The call would go through, but its decision record cannot be kept (the audit log's
+    /// queue is full or its last write failed) and `[audit] on_failure = "deny"`.
+    AuditUnavailable,
 }
 
 impl DenyReason {
@@ -70,6 +73,7 @@ impl DenyReason {
             DenyReason::ApprovalDenied => "approval_denied",
             DenyReason::LabelStoreUnavailable => "label_store_unavailable",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::AuditUnavailable => "audit_unavailable",
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Display for Denial {
             DenyReason::ApprovalDenied => "approval was not given",
             DenyReason::LabelStoreUnavailable => "the label store is unavailable, so data-flow labels are unknown",
             DenyReason::RateLimited => "too many calls",
+            DenyReason::AuditUnavailable => "the audit log cannot record this call, so it is denied",
         };
         f.write_str(what)?;
         if !self.policies.is_empty() {
