@@ -18,6 +18,9 @@ pub enum CallError {
     BodyTooLarge(usize),
     #[error("request body not received within {0:?} (`limits.client_read_timeout`)")]
     BodyTimeout(std::time::Duration),
+    /// The body broke off or its framing was invalid (not a size limit).
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
     #[error("JSON nested deeper than {0} levels")]
     TooDeep(usize),
     #[error("origin `{0}` is not allowed")]
@@ -74,7 +77,7 @@ impl CallError {
     pub fn code(&self) -> i64 {
         match self {
             Self::Parse(_) | Self::TooDeep(_) => code::PARSE_ERROR,
-            Self::InvalidRequest(_) | Self::BodyTooLarge(_) | Self::BodyTimeout(_) | Self::SessionRequired | Self::BadProtocolHeader(_) => code::INVALID_REQUEST,
+            Self::InvalidRequest(_) | Self::BodyTooLarge(_) | Self::BodyTimeout(_) | Self::BodyUnreadable(_) | Self::SessionRequired | Self::BadProtocolHeader(_) => code::INVALID_REQUEST,
             Self::ForbiddenOrigin(_) | Self::ForbiddenHost(_) | Self::UnknownSession | Self::TooManySessions => code::INVALID_REQUEST,
             Self::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             Self::HeaderMismatch(_) => HEADER_MISMATCH,

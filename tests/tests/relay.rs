@@ -165,6 +165,22 @@ async fn bad_input_gets_precise_errors_and_the_gateway_stays_up() {
     assert_eq!(s, 413);
     assert!(v["error"]["message"].as_str().unwrap().contains("65536"));
 
+    // A chunked body: over the limit is still 413; broken framing is a 400 that says so.
+    let raw = |body: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+        let head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        tcp.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = raw(format!("{:x}\r\n{}\r\n0\r\n\r\n", 70_000, "a".repeat(70_000))).await;
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("65536"), "{answer}");
+    let answer = raw("5\r\n{\"jso\r\nzz\r\n".into()).await;
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("request body could not be read") && answer.contains("-32600"), "{answer}");
+    assert!(healthy().await);
+
     let deep = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{}{}}}", "[".repeat(100), "]".repeat(100));
     let (s, v) = c.post_raw(deep.into_bytes(), &[]).await.unwrap();
     assert_eq!(s, 400);

@@ -277,7 +277,13 @@ async fn handle_post(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> R
     // timer: `timeout` polls the read first.
     let bytes = match tokio::time::timeout(limits.client_read_timeout, axum::body::to_bytes(body, limits.max_body_bytes)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return error_response(&CallError::BodyTooLarge(limits.max_body_bytes), Value::Null),
+        // Over the limit, or the body itself failed (bad chunked framing, a connection that
+        // broke off): different faults, different answers.
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            let e = if e.is::<http_body_util::LengthLimitError>() { CallError::BodyTooLarge(limits.max_body_bytes) } else { CallError::BodyUnreadable(e.to_string()) };
+            return error_response(&e, Value::Null);
+        }
         Err(_) => return error_response(&CallError::BodyTimeout(limits.client_read_timeout), Value::Null),
     };
     let msg = match super::parse_message(&bytes, limits.max_body_bytes, limits.max_json_depth) {
