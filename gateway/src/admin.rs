@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::pipeline::Gateway;
 
+/// Most connections the admin interface holds open at once.
+const ADMIN_CONNECTIONS: usize = 64;
+
 struct App {
     gw: Arc<Gateway>,
     token: Option<String>,
@@ -37,9 +40,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The same accept loop as the MCP endpoint's, with its client read timeout.
+    // The same accept loop as the MCP endpoint's, with its client read timeout, and room for an
+    // operator's tools rather than for every client.
     let read_timeout = gw.config().limits.client_read_timeout;
-    crate::front::http::serve_router(router(gw), listener, read_timeout, shutdown).await
+    crate::front::http::serve_router(router(gw), listener, read_timeout, ADMIN_CONNECTIONS, shutdown).await
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timing.

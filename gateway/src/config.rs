@@ -253,6 +253,10 @@ pub struct Limits {
     /// is closed (headers) or answered 408 (body), so it cannot hold a socket indefinitely.
     #[serde(deserialize_with = "de_duration")]
     pub client_read_timeout: Duration,
+    /// Most client connections the HTTP front holds open at once (each SSE stream is one). At
+    /// the limit it stops accepting: new connections wait in the listen backlog until one
+    /// closes.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -265,6 +269,7 @@ impl Default for Limits {
             session_idle_timeout: Duration::from_secs(30 * 60),
             client_request_timeout: Duration::from_secs(300),
             client_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -728,6 +733,9 @@ impl Config {
         }
         if raw.limits.client_read_timeout < Duration::from_millis(10) {
             return Err(err(None, Some("limits.client_read_timeout".into()), "must be at least 10ms".into()));
+        }
+        if raw.limits.max_connections == 0 {
+            return Err(err(None, Some("limits.max_connections".into()), "must be at least 1".into()));
         }
 
         let mut upstreams = Vec::new();
@@ -1279,6 +1287,9 @@ mod tests {
         assert!(e.message.contains("at least 10ms"), "{e}");
         assert_eq!(parse("[limits]\nclient_read_timeout = \"250ms\"\n").unwrap().limits.client_read_timeout, Duration::from_millis(250));
         assert_eq!(parse("").unwrap().limits.client_read_timeout, Duration::from_secs(30), "the default");
+        let e = parse("[limits]\nmax_connections = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.max_connections"), "{e}");
+        assert_eq!(parse("").unwrap().limits.max_connections, 10_000, "the default");
     }
 
     #[test]

@@ -375,6 +375,29 @@ async fn clients_too_slow_to_send_a_request_are_cut_off() {
     g.stop().await;
 }
 
+/// At `limits.max_connections` the front stops accepting: a further connection's request waits
+/// (in the listen backlog) and is answered once an open connection closes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_for_one_to_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = TestGateway::start(&fixture_config(FIXTURE, 1, "10s", "[limits]\nmax_connections = 2\nclient_read_timeout = \"20s\"\n")).await.unwrap();
+    let first = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let request = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{]";
+    third.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut answer)).await;
+    assert!(early.is_err() && answer.is_empty(), "answered past the limit: {}", String::from_utf8_lossy(&answer));
+    drop(first);
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "answered once a connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("-32700"), "{answer}");
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_cancellation_reaches_the_upstream() {
     let g = gateway(1, "30s").await;

@@ -61,15 +61,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    let read_timeout = gw.config().limits.client_read_timeout;
-    serve_router(router(gw, local), listener, read_timeout, shutdown).await
+    let limits = &gw.config().limits;
+    let (read_timeout, max_connections) = (limits.client_read_timeout, limits.max_connections);
+    serve_router(router(gw, local), listener, read_timeout, max_connections, shutdown).await
 }
 
 /// Serves `app` until `shutdown` resolves, then lets the open connections finish (as
 /// `axum::serve(..).with_graceful_shutdown` does). The admin interface is served by it too.
 ///
 /// A client gets `read_timeout` to send each request's headers, counted from the connection's
-/// start or the previous answer; then hyper closes the connection.
+/// start or the previous answer; then hyper closes the connection. At most `max_connections`
+/// are open at once: at the limit the loop stops accepting, and new connections wait in the
+/// kernel's listen backlog until one closes (no descriptor, no task, no memory spent on them).
 ///
 /// Each connection is one task polled under [`Absorbing`]: hyper hands the request body to the
 /// handler, and the call that handler runs inline hands requests and responses to and from its
@@ -80,8 +83,11 @@ pub async fn serve_router(
     app: Router,
     listener: tokio::net::TcpListener,
     read_timeout: Duration,
+    max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut full = false;
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_timeout);
     let http1 = Arc::new(http1);
@@ -91,6 +97,26 @@ pub async fn serve_router(
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A slot first, then a connection to spend it on.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                full = false;
+                slot
+            }
+            Err(_) => {
+                if !full {
+                    tracing::warn!(target: "clawgate::front", "{max_connections} connections open (`limits.max_connections`); new ones wait until one closes");
+                    full = true;
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
@@ -108,7 +134,7 @@ pub async fn serve_router(
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(Absorbing::new(async move {
-            let _open = open;
+            let (_open, _slot) = (open, slot);
             let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
