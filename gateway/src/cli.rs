@@ -198,6 +198,25 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
+/// Descriptors the gateway needs besides client connections: upstream connections and pipes,
+/// the audit log, listeners, the runtime's own.
+const OTHER_FILES: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does at start), so that
+/// `limits.max_connections` is not cut short by a distribution's default of 1,024; warns if the
+/// limit is still too low, since at it `accept` fails and accepting pauses. Returns the soft
+/// limit now in force.
+pub fn raise_open_file_limit(max_connections: usize) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
+    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(OTHER_FILES);
+    if soft < wanted {
+        tracing::warn!(target: "clawgate::front", "the open-file limit is {soft} (hard limit {hard}), below `limits.max_connections` ({max_connections}) plus {OTHER_FILES}: raise it (`ulimit -n`, systemd `LimitNOFILE`) or lower max_connections");
+    }
+    Some(soft)
+}
+
 /// CLI tools keep stdout for their report and log only errors (to stderr).
 fn init_quiet_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
@@ -273,6 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let addr = cfg.listen.http;
             let path = cfg.listen.path.clone();
+            raise_open_file_limit(cfg.limits.max_connections);
             let gw = Gateway::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
@@ -398,4 +418,22 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+    /// A low soft limit is raised to the hard one (lowering the soft limit is always allowed, so
+    /// the test can set one up).
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "test code")]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let low = hard.min(1024) / 2;
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap().0, low);
+        assert_eq!(super::raise_open_file_limit(10), Some(hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }
