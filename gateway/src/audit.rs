@@ -85,7 +85,7 @@ impl Audit {
     }
 
     /// Starts the writer thread on `out`, with room for `queue` records.
-    fn spawn(out: impl Write + Send + 'static, name: String, prev: String, queue: usize) -> Result<Self, String> {
+    fn spawn(out: impl Sink, name: String, prev: String, queue: usize) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel(queue);
         let (dropped, healthy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
         let state = (Arc::clone(&dropped), Arc::clone(&healthy));
@@ -342,7 +342,24 @@ fn last_record(f: &mut std::fs::File) -> std::io::Result<Option<Vec<u8>>> {
     Ok((end > 0).then(|| tail[..end].to_vec()))
 }
 
-fn writer(mut file: impl Write, name: &str, mut prev: String, mut rx: mpsc::Receiver<Entry>, dropped: &AtomicU64, healthy: &AtomicBool) {
+/// Where the writer appends: the log file (or a test's stand-in).
+trait Sink: Write + Send + 'static {
+    /// The length to go back to if the next write fails.
+    fn len(&mut self) -> std::io::Result<u64>;
+    /// Cuts off what a failed write left, so that the next record starts on a line of its own.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Sink for std::fs::File {
+    fn len(&mut self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Receiver<Entry>, dropped: &AtomicU64, healthy: &AtomicBool) {
     let mut batch = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut canon: Vec<u8> = Vec::with_capacity(1024);
@@ -392,7 +409,20 @@ fn writer(mut file: impl Write, name: &str, mut prev: String, mut rx: mpsc::Rece
         // All or nothing per batch: on a failed write the chain goes on from the last record
         // that is on disk, the next record counts the lost ones, and until a write succeeds the
         // log is not writable (calls are denied under `on_failure = "deny"`).
-        let written = buf.is_empty() || file.write_all(&buf).and_then(|()| file.flush()).inspect_err(|e| tracing::error!("{name}: audit write failed, {at_stake} records lost: {e}")).is_ok();
+        let written = buf.is_empty() || {
+            // A write that fails part way (a full disk) leaves part of a line: cut it off, or the
+            // next record would continue that line and the log would read as tampered with.
+            let before = file.len();
+            let wrote = file.write_all(&buf).and_then(|()| file.flush());
+            if let Err(e) = &wrote {
+                tracing::error!("{name}: audit write failed, {at_stake} records lost: {e}");
+                match before.and_then(|len| file.truncate(len)) {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!("{name}: cannot cut off the failed write's partial record: {e}"),
+                }
+            }
+            wrote.is_ok()
+        };
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
@@ -654,19 +684,25 @@ mod tests {
         assert!(e.contains("the last audit record is not valid"), "{e}");
     }
 
-    /// A sink whose writes fail while `fail` is set, and otherwise land in `out`.
+    /// A sink that, while `fail` is set, takes the first 10 bytes of a write and then fails (as
+    /// a filling disk does), and otherwise takes everything, into `out`.
     struct Flaky {
         fail: Arc<AtomicBool>,
         out: Arc<std::sync::Mutex<Vec<u8>>>,
     }
 
+    #[allow(clippy::unwrap_used, reason = "test code")]
     impl Write for Flaky {
-        #[allow(clippy::unwrap_used, reason = "test code")]
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut out = self.out.lock().unwrap();
             if self.fail.load(Ordering::Relaxed) {
+                if buf.len() > 10 {
+                    out.extend_from_slice(&buf[..10]);
+                    return Ok(10);
+                }
                 return Err(std::io::Error::other("no space left (test)"));
             }
-            self.out.lock().unwrap().extend_from_slice(buf);
+            out.extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -674,9 +710,21 @@ mod tests {
         }
     }
 
+    #[allow(clippy::unwrap_used, reason = "test code")]
+    impl Sink for Flaky {
+        fn len(&mut self) -> std::io::Result<u64> {
+            Ok(self.out.lock().unwrap().len() as u64)
+        }
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            self.out.lock().unwrap().truncate(usize::try_from(len).unwrap());
+            Ok(())
+        }
+    }
+
     /// A failed write makes the log unwritable (the pipeline then denies calls) until a write
     /// succeeds again; the records it lost are counted in the next record, which chains on from
-    /// the last record actually written.
+    /// the last record actually written, on a line of its own (the failed write's partial
+    /// record is cut off).
     #[tokio::test]
     async fn a_failed_write_makes_the_log_unwritable_until_a_write_succeeds() {
         let fail = Arc::new(AtomicBool::new(false));
@@ -715,6 +763,15 @@ mod tests {
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for Stalled {
+        fn len(&mut self) -> std::io::Result<u64> {
+            Ok(0)
+        }
+        fn truncate(&mut self, _: u64) -> std::io::Result<()> {
             Ok(())
         }
     }
