@@ -51,8 +51,8 @@ LOAD=(target/release/clawgate-load --clawgate target/release/clawgate --fixture 
   echo "started: $(date -u +%FT%TZ)"
 } | tee "$OUT/machine.txt"
 
-echo "== null echo upstream: direct, relay-only, full pipeline, mcp-proxy; 1/32/256 sessions; 1 KB and 16 KB"
-"${LOAD[@]}" "${RUN[@]}" --systems direct,relay,full,mcp-proxy --sessions 1,32,256 --arg-size 1024,16384 --out "$OUT/echo.json"
+echo "== null echo upstream: direct, a byte-copying TCP forwarder (the floor of a hop), relay-only, full pipeline, mcp-proxy; 1/32/256 sessions; 1 KB and 16 KB"
+"${LOAD[@]}" "${RUN[@]}" --systems direct,tcp,relay,full,mcp-proxy --sessions 1,32,256 --arg-size 1024,16384 --out "$OUT/echo.json"
 
 echo "== new text on every call (every result recorded as new): direct and the full pipeline; 1/32 sessions; 1 KB and 16 KB"
 "${LOAD[@]}" "${RUN[@]}" --fresh-text --systems direct,full --sessions 1,32 --arg-size 1024,16384 --out "$OUT/fresh.json"

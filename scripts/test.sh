@@ -40,13 +40,13 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace
 step "interop" bash scripts/interop.sh
 step "conformance" bash scripts/conformance.sh
-# The load harness end to end, debug builds, short slices: direct, relay-only and the full
+# The load harness end to end, debug builds, short slices: direct, the TCP floor, relay-only and the full
 # pipeline (token, 100 policies, schemas, labels, rate limit, audit) on both eras, with new
 # text on every call (each result recorded as new), the work tool, tools/list over 10 x 50
 # tools, and RSS with 200 sessions. The peer proxy and
 # server-everything runs are in load-tests/bench.sh (installing mcp-proxy compiles it).
 LOAD=(cargo run -q -p clawgate-load-tests -- --clawgate target/debug/clawgate --fixture target/debug/fixture-upstream)
-step "load smoke" "${LOAD[@]}" --systems direct,relay,full --sessions 1,4 --slice 0.3 --rounds 1 --arg-size 1024,16384
+step "load smoke" "${LOAD[@]}" --systems direct,tcp,relay,full --sessions 1,4 --slice 0.3 --rounds 1 --arg-size 1024,16384
 step "load smoke (fresh text)" "${LOAD[@]}" --fresh-text --systems direct,full --sessions 2 --slice 0.3 --rounds 1 --arg-size 1024,16384
 step "load smoke (2026-07-28)" "${LOAD[@]}" --era stateless --systems direct,relay,full --sessions 2 --slice 0.3 --rounds 1
 step "load smoke (work)" "${LOAD[@]}" --tool work --work-ms 1 --systems direct,full --sessions 2 --slice 0.3 --rounds 1

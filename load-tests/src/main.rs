@@ -41,7 +41,9 @@ struct Args {
     #[arg(long)]
     everything: Option<String>,
     /// Systems to interleave: `direct`, `relay` (clawgate, policies and labels off), `full`
-    /// (clawgate, full pipeline), `mcp-proxy`.
+    /// (clawgate, full pipeline), `mcp-proxy`, `tcp` (a process that only copies bytes between
+    /// the client's connection and one of its own to the upstream: the floor any proxy's extra
+    /// hop costs on this machine).
     #[arg(long, default_value = "direct,relay,full", value_delimiter = ',')]
     systems: Vec<String>,
     /// The fixture tool: `echo` (null work) or `work` (busy-waits `--work-ms`).
@@ -83,6 +85,9 @@ struct Args {
     tools: usize,
     #[arg(long, default_value_t = 1000)]
     idle_sessions: usize,
+    /// Internal: run as the `tcp` system's forwarder (LISTEN_PORT UPSTREAM_ADDR) and nothing else.
+    #[arg(long, hide = true, num_args = 2, value_names = ["LISTEN_PORT", "UPSTREAM"])]
+    tcp_forward: Option<Vec<String>>,
 }
 
 /// One system under test, ready to take load.
@@ -381,7 +386,13 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
                 keep.push(p);
                 sys
             }
-            other => bail!("unknown system {other:?} (direct, relay, full, mcp-proxy)"),
+            "tcp" => {
+                let (p, url) = procs::start_tcp_forward(&up_url, &target).await?;
+                let sys = System { name: s.clone(), url, tool: target.tool.clone(), pid: Some(p.pid()), bearer: None, stateless: false };
+                keep.push(p);
+                sys
+            }
+            other => bail!("unknown system {other:?} (direct, relay, full, mcp-proxy, tcp)"),
         };
         systems.push(sys);
     }
@@ -429,7 +440,7 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
             }
             let mut ratios = json!({});
             let sys = &point["systems"];
-            let pairs = [("relay", "direct"), ("full", "direct"), ("relay", "mcp-proxy"), ("full", "mcp-proxy"), ("mcp-proxy", "direct")];
+            let pairs = [("relay", "direct"), ("full", "direct"), ("relay", "mcp-proxy"), ("full", "mcp-proxy"), ("mcp-proxy", "direct"), ("tcp", "direct"), ("relay", "tcp"), ("full", "tcp")];
             for (a, b) in pairs {
                 if sys.get(a).is_some() && sys.get(b).is_some() {
                     let r = f(&sys[a], "throughput_per_s") / f(&sys[b], "throughput_per_s").max(1e-9);
@@ -458,6 +469,9 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some([port, upstream]) = args.tcp_forward.as_deref() {
+        return procs::tcp_forward(port.parse().context("--tcp-forward: not a port")?, upstream).await;
+    }
     for (bin, what) in [(&args.clawgate, "--clawgate"), (&args.fixture, "--fixture")] {
         if !procs::exists(bin) {
             bail!("{what} {bin}: no such file (build it: cargo build --release --workspace --bins)");

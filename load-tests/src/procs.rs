@@ -239,6 +239,37 @@ pub async fn start_mcp_proxy(bin: &str, upstream: &str, target: &Target, scratch
     Ok((Proc(child), url))
 }
 
+/// The `tcp` system: this same binary, re-run as [`tcp_forward`] in front of `upstream`.
+pub async fn start_tcp_forward(upstream: &str, target: &Target) -> anyhow::Result<(Proc, String)> {
+    let port = free_port()?;
+    let authority = upstream.strip_prefix("http://").and_then(|u| u.split('/').next()).context("the upstream's URL is not http://host:port/...")?;
+    let path = upstream.strip_prefix("http://").and_then(|u| u.find('/').map(|i| u[i..].to_owned())).unwrap_or_else(|| "/".into());
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--tcp-forward", &port.to_string(), authority])
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the tcp forwarder")?;
+    let url = format!("http://127.0.0.1:{port}{path}");
+    wait_for(&url, None, &target.tool, target.args(16, 0)).await.context("the tcp forwarder did not come up")?;
+    Ok((Proc(child), url))
+}
+
+/// Copies bytes both ways between each accepted connection and a new one to `upstream`, with
+/// Nagle off on both, on the same multi-threaded tokio runtime clawgate uses: one more hop,
+/// with no HTTP, MCP or policy work at all. What it costs is what any proxy's hop costs here.
+pub async fn tcp_forward(port: u16, upstream: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    loop {
+        let (mut client, _) = listener.accept().await?;
+        let upstream = upstream.to_owned();
+        tokio::spawn(async move {
+            let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+            let _ = (client.set_nodelay(true), up.set_nodelay(true));
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        });
+    }
+}
+
 /// The 100-policy set (`load-tests/policies/bench.cedar`): the data-flow label rules, rules over
 /// the bench tools' arguments and principal, and 90 policies over the fixture's generated
 /// tools (which a call's slice leaves out, as it would in a real deployment).
