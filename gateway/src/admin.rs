@@ -1,7 +1,8 @@
 //! The admin API, for operators: off unless `[admin] http` is set, bound to loopback unless a
 //! bearer token is configured (`[admin] token_env`), never on the MCP listener.
 //!
-//! - `GET /health`: `{"status": "ok"}`.
+//! - `GET /health`: `{"status": "ok" | "degraded", "audit": {...}}`; HTTP 503 while calls are
+//!   being refused because the audit log cannot be written (`[audit] on_failure = "deny"`).
 //! - `GET /quarantine`: every withheld definition, why, and for changed ones the changed paths.
 //! - `GET /labels`: the label scopes this process holds (`s:<session>`, `c:<credential>`).
 //! - `GET /labels/{scope}`: one scope's label state (synced with the shared store).
@@ -67,7 +68,20 @@ async fn health(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     if !authorized(&app, &h) {
         return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
     }
-    json(StatusCode::OK, &json!({"status": "ok"}))
+    let audit = app.gw.audit.status();
+    let on_failure = app.gw.config().audit.on_failure;
+    // A load balancer should send calls elsewhere while this gateway refuses them all.
+    let refusing = !audit.writable && on_failure == crate::config::AuditOnFailure::Deny;
+    let body = json!({
+        "status": if audit.writable { "ok" } else { "degraded" },
+        "audit": {
+            "file": audit.file,
+            "writable": audit.writable,
+            "records_lost": audit.lost,
+            "on_failure": match on_failure { crate::config::AuditOnFailure::Deny => "deny", crate::config::AuditOnFailure::Allow => "allow" },
+        },
+    });
+    json(if refusing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)
 }
 
 async fn quarantine(State(app): State<Arc<App>>, h: HeaderMap) -> Response {

@@ -57,17 +57,37 @@ enum Entry {
 #[derive(Clone)]
 pub struct Audit {
     tx: Option<mpsc::Sender<Entry>>,
-    /// Records lost since the last one written (queue full, or a failed write).
-    dropped: Arc<AtomicU64>,
-    /// False from a failed write until a write succeeds again.
-    healthy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+/// What the callers and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    /// Records lost since the last one written (the queue was full, or a write failed): the
+    /// next record written says so (`dropped_before`).
+    dropped: AtomicU64,
+    /// Records lost since the gateway started.
+    lost: AtomicU64,
+    /// True from a failed write until a write succeeds again.
+    failing: AtomicBool,
+}
+
+/// The audit log's state, for the admin API's `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Whether records go to a file.
+    pub file: bool,
+    /// See [`Audit::writable`].
+    pub writable: bool,
+    /// Records lost since the gateway started.
+    pub lost: u64,
 }
 
 impl Audit {
     /// Opens (or creates) the log and resumes its chain from the last line. A log that cannot be
     /// opened for appending, or whose last record is not valid, is an error here, at startup.
     pub fn start(file: Option<&Path>) -> Result<Self, String> {
-        let Some(path) = file else { return Ok(Self { tx: None, dropped: Arc::default(), healthy: Arc::new(AtomicBool::new(true)) }) };
+        let Some(path) = file else { return Ok(Self { tx: None, shared: Arc::default() }) };
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
@@ -87,11 +107,11 @@ impl Audit {
     /// Starts the writer thread on `out`, with room for `queue` records.
     fn spawn(out: impl Sink, name: String, prev: String, queue: usize) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel(queue);
-        let (dropped, healthy) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
-        let state = (Arc::clone(&dropped), Arc::clone(&healthy));
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         // A thread of its own: blocking file writes never occupy (or hop through) the runtime.
-        std::thread::Builder::new().name("clawgate-audit".into()).spawn(move || writer(out, &name, prev, rx, &state.0, &state.1)).map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(Self { tx: Some(tx), dropped, healthy })
+        std::thread::Builder::new().name("clawgate-audit".into()).spawn(move || writer(out, &name, prev, rx, &theirs)).map_err(|e| format!("cannot start the audit writer: {e}"))?;
+        Ok(Self { tx: Some(tx), shared })
     }
 
     /// Whether records go anywhere: to the file, or to the log at debug level. Callers skip
@@ -110,8 +130,13 @@ impl Audit {
     pub fn writable(&self) -> bool {
         match &self.tx {
             None => true,
-            Some(tx) => !tx.is_closed() && self.healthy.load(Ordering::Relaxed),
+            Some(tx) => !tx.is_closed() && !self.shared.failing.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether records go to a file, whether it is writable, and how many records were lost.
+    pub fn status(&self) -> Status {
+        Status { file: self.has_file(), writable: self.writable(), lost: self.shared.lost.load(Ordering::Relaxed) }
     }
 
     /// Queues one record: `event` names it, `fields` says the rest.
@@ -157,7 +182,8 @@ impl Audit {
     fn send(&self, tx: &mpsc::Sender<Entry>, entry: Entry) -> bool {
         let sent = tx.try_send(entry).is_ok();
         if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
             tracing::error!("audit queue full or closed; a record was dropped");
         }
         sent
@@ -359,7 +385,7 @@ impl Sink for std::fs::File {
     }
 }
 
-fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Receiver<Entry>, dropped: &AtomicU64, healthy: &AtomicBool) {
+fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Receiver<Entry>, shared: &Shared) {
     let mut batch = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut canon: Vec<u8> = Vec::with_capacity(1024);
@@ -368,8 +394,8 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
     while rx.blocking_recv_many(&mut batch, 256) > 0 {
         buf.clear();
         let mut last = prev.clone();
-        // Records (and earlier losses they report) that this batch's write would lose.
-        let mut at_stake = 0;
+        // The records this batch's write would lose, and with them the earlier losses they report.
+        let (mut records, mut at_stake) = (0, 0);
         let mut entries = batch.drain(..);
         while let Some(entry) = entries.next() {
             // Building is the costly part: let a call's thread that waits for the core go
@@ -384,7 +410,8 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
                 flushes.push(done);
                 continue;
             }
-            let before = dropped.swap(0, Ordering::Relaxed);
+            let before = shared.dropped.swap(0, Ordering::Relaxed);
+            records += 1;
             at_stake += 1 + before;
             match entry {
                 Entry::Flush(_) => {}
@@ -415,7 +442,7 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
             let before = file.len();
             let wrote = file.write_all(&buf).and_then(|()| file.flush());
             if let Err(e) = &wrote {
-                tracing::error!("{name}: audit write failed, {at_stake} records lost: {e}");
+                tracing::error!("{name}: audit write failed, {records} records lost: {e}");
                 match before.and_then(|len| file.truncate(len)) {
                     Ok(()) => {}
                     Err(e) => tracing::error!("{name}: cannot cut off the failed write's partial record: {e}"),
@@ -428,12 +455,13 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
         }
         if written {
             prev = last;
-            if !healthy.swap(true, Ordering::Relaxed) {
+            if shared.failing.swap(false, Ordering::Relaxed) {
                 tracing::warn!("{name}: audit writes succeed again");
             }
         } else {
-            dropped.fetch_add(at_stake, Ordering::Relaxed);
-            healthy.store(false, Ordering::Relaxed);
+            shared.dropped.fetch_add(at_stake, Ordering::Relaxed);
+            shared.lost.fetch_add(records, Ordering::Relaxed);
+            shared.failing.store(true, Ordering::Relaxed);
         }
         std::thread::sleep(GROUP_COMMIT);
     }
@@ -752,6 +780,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let last: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!((last["i"].as_u64(), last["dropped_before"].as_u64()), (Some(2), Some(4)), "{last}");
+        assert_eq!(a.status(), Status { file: true, writable: true, lost: 4 });
     }
 
     /// A sink whose every write waits for a go-ahead (or for the test to hang up).
@@ -789,11 +818,13 @@ mod tests {
             }
         }
         assert!(refused >= 5, "{refused} of 10 refused with room for 2 queued and 1 batch in the writer");
-        assert!(a.dropped.load(Ordering::Relaxed) >= 5);
+        assert!(a.shared.dropped.load(Ordering::Relaxed) >= 5);
+        assert_eq!(a.status().lost, refused);
         drop(go);
         a.flush(std::time::Duration::from_secs(5)).await;
         assert!(a.writable());
-        assert_eq!(a.dropped.load(Ordering::Relaxed), 0, "the next record counted them");
+        assert_eq!(a.shared.dropped.load(Ordering::Relaxed), 0, "the next record counted them");
+        assert_eq!(a.status(), Status { file: true, writable: true, lost: refused }, "losses since start stay counted");
     }
 
     /// On a machine whose cores are all busy the writer still keeps up: it stops yielding once

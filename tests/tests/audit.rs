@@ -1,7 +1,8 @@
 //! The audit log in the running gateway when it cannot be written: with the default
 //! `[audit] on_failure = "deny"`, calls that would go through are denied (`audit_unavailable`)
-//! once a write has failed; with `"allow"` they go on. `/dev/full` is a log every write to
-//! which fails (ENOSPC), as on a full disk.
+//! once a write has failed, and the admin API's `/health` answers 503; with `"allow"` they go on
+//! and `/health` says the log is degraded. `/dev/full` is a log every write to which fails
+//! (ENOSPC), as on a full disk.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
@@ -25,9 +26,40 @@ fn config(extra: &str) -> String {
     clawgate_tests::fixture_config(FIXTURE, 1, "10s", &format!("[audit]\nfile = \"/dev/full\"\n{extra}"))
 }
 
+/// Serves the admin API for `g`; returns its `/health` URL.
+async fn serve_admin(g: &TestGateway) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    tokio::spawn(clawgate::admin::serve(std::sync::Arc::clone(&g.gw), listener, std::future::pending()));
+    url
+}
+
+/// `GET /health`: the HTTP status and the body.
+async fn health(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().await.unwrap()).unwrap())
+}
+
+/// `GET /health` once it counts at least `lost` lost records (the writer fails the last ones a
+/// group commit after they are queued), or after 5 s.
+async fn health_once_lost(url: &str, lost: u64) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = health(url).await;
+        if body["audit"]["records_lost"].as_u64().unwrap() >= lost || Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn calls_are_denied_while_the_audit_log_cannot_be_written() {
     let gw = TestGateway::start(&config("")).await.unwrap();
+    let admin = serve_admin(&gw).await;
+    let (status, body) = health(&admin).await;
+    assert_eq!((status, &body["status"], &body["audit"]["writable"]), (200, &json!("ok"), &json!(true)), "nothing written yet: {body}");
     let c = Client::legacy(&gw.url()).await.unwrap();
     // The first call's record is written after it is answered (group commit), so it goes
     // through; the failed write then makes the log unwritable.
@@ -50,12 +82,18 @@ async fn calls_are_denied_while_the_audit_log_cannot_be_written() {
         assert_eq!(outcome(&c.call("up0__echo", json!({"text": "again"})).await.unwrap().response), "deny:-32050:audit_unavailable:gateway");
         assert_eq!(outcome(&s.call("up0__echo", json!({"text": "again"})).await.unwrap().response), "deny:-32050:audit_unavailable:gateway");
     }
+    // A load balancer sees it: 503, and why.
+    let (status, body) = health_once_lost(&admin, 12).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!((&body["status"], &body["audit"]["file"], &body["audit"]["writable"], &body["audit"]["on_failure"]), (&json!("degraded"), &json!(true), &json!(false), &json!("deny")), "{body}");
+    assert!(body["audit"]["records_lost"].as_u64().unwrap() >= 12, "the allowed calls' records and the 11 denials': {body}");
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn with_on_failure_allow_calls_go_on_unrecorded() {
     let gw = TestGateway::start(&config("on_failure = \"allow\"\n")).await.unwrap();
+    let admin = serve_admin(&gw).await;
     let c = Client::legacy(&gw.url()).await.unwrap();
     for i in 0..20 {
         let r = c.call("up0__echo", json!({"text": format!("call {i}")})).await.unwrap().response;
@@ -63,6 +101,10 @@ async fn with_on_failure_allow_calls_go_on_unrecorded() {
         // Time for the writer to try (and fail) between calls.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Calls go on, so the gateway still takes traffic, but says its log is degraded.
+    let (status, body) = health_once_lost(&admin, 20).await;
+    assert_eq!((status, &body["status"], &body["audit"]["writable"], &body["audit"]["on_failure"]), (200, &json!("degraded"), &json!(false), &json!("allow")), "{body}");
+    assert!(body["audit"]["records_lost"].as_u64().unwrap() >= 20, "{body}");
     gw.stop().await;
 }
 
