@@ -480,12 +480,40 @@ fn write_generic(mut rec: Value, dropped_before: u64, prev: &str, out: &mut Vec<
 
 /// Checks a log's chain. Returns the number of records, or the line where it breaks.
 pub fn verify(path: &Path) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check(path).map(|v| v.records)
+}
+
+/// What [`check`] found in a log whose chain is intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub records: usize,
+    /// Records the gateway lost before writing them, as the records after them report
+    /// (`dropped_before`): gaps the chain itself cannot show.
+    pub lost: u64,
+}
+
+/// Checks a log's hash chain, reading it a line at a time (a log of any size, in bounded
+/// memory; a line longer than 16 MiB is an error), and adds up the losses its records report.
+pub fn check(path: &Path) -> Result<Verified, String> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, file);
     let mut prev = GENESIS.to_owned();
-    let mut n = 0;
-    for (i, line) in text.lines().enumerate() {
+    let (mut n, mut lost) = (0, 0u64);
+    let mut buf = Vec::new();
+    for i in 0.. {
         let at = || format!("{}:{}", path.display(), i + 1);
-        let mut rec: Value = serde_json::from_str(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
+        buf.clear();
+        let limit = u64::try_from(MAX_RECORD).unwrap_or(u64::MAX) + 1;
+        if (&mut reader).take(limit).read_until(b'\n', &mut buf).map_err(|e| format!("{}: {e}", at()))? == 0 {
+            break;
+        }
+        if buf.len() > MAX_RECORD {
+            return Err(format!("{}: longer than {MAX_RECORD} bytes", at()));
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut rec: Value = serde_json::from_slice(line).map_err(|e| format!("{}: not JSON: {e}", at()))?;
         let o = rec.as_object_mut().ok_or_else(|| format!("{}: not a record", at()))?;
         let hash = o.remove("hash").and_then(|h| h.as_str().map(str::to_owned)).ok_or_else(|| format!("{}: no hash", at()))?;
         if o.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
@@ -494,10 +522,11 @@ pub fn verify(path: &Path) -> Result<usize, String> {
         if chain(&prev, &rec) != hash {
             return Err(format!("{}: record altered: its hash does not match its content", at()));
         }
+        lost += rec.get("dropped_before").and_then(Value::as_u64).unwrap_or(0);
         prev = hash;
         n += 1;
     }
-    Ok(n)
+    Ok(Verified { records: n, lost })
 }
 
 #[cfg(test)]
@@ -710,6 +739,10 @@ mod tests {
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"cut\": ").unwrap();
         let e = Audit::start(Some(&path)).err().unwrap();
         assert!(e.contains("the last audit record is not valid"), "{e}");
+        // `verify` reads a line at a time, and refuses one past the bound instead of holding it.
+        assert!(check(&path).unwrap_err().contains(":2004: not JSON"), "{:?}", check(&path));
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&vec![b'x'; MAX_RECORD + 10]).unwrap();
+        assert!(check(&path).unwrap_err().ends_with(&format!(":2004: longer than {MAX_RECORD} bytes")), "{:?}", check(&path));
     }
 
     /// A sink that, while `fail` is set, takes the first 10 bytes of a write and then fails (as
@@ -781,6 +814,8 @@ mod tests {
         let last: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!((last["i"].as_u64(), last["dropped_before"].as_u64()), (Some(2), Some(4)), "{last}");
         assert_eq!(a.status(), Status { file: true, writable: true, lost: 4 });
+        // `audit verify` shows the gap the chain cannot.
+        assert_eq!(check(&path), Ok(Verified { records: 2, lost: 4 }));
     }
 
     /// A sink whose every write waits for a go-ahead (or for the test to hang up).

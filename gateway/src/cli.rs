@@ -268,10 +268,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Labels(LabelsCommand::Show { config, session }) => labels_show(&config, session.as_deref()).await,
-        Command::Audit(AuditCommand::Verify { file }) => match crate::audit::verify(&file) {
-            Ok(n) => {
+        Command::Audit(AuditCommand::Verify { file }) => match crate::audit::check(&file) {
+            Ok(v) => {
                 use std::io::Write as _;
-                let _ = writeln!(std::io::stdout().lock(), "{}: {n} record(s), chain intact", file.display());
+                let gaps = match v.lost {
+                    0 => String::new(),
+                    n => format!("; the records report {n} record(s) lost before they were written (`dropped_before`)"),
+                };
+                let _ = writeln!(std::io::stdout().lock(), "{}: {} record(s), chain intact{gaps}", file.display(), v.records);
                 Ok(0)
             }
             Err(e) => {
