@@ -422,7 +422,7 @@ impl Gateway {
         if method == "tools/call"
             && let Err(errors) = self.authz.check_args(&state, &target, arguments)
         {
-            let d = Decision::Deny(Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() });
+            let d = Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() };
             self.audit_denial(principal, &info, d, &digest);
             return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::InvalidArguments(errors) });
         }
@@ -446,7 +446,7 @@ impl Gateway {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
-                    self.audit_denial(principal, &info, Decision::Deny(den.clone()), &digest);
+                    self.audit_denial(principal, &info, den.clone(), &digest);
                     return Err(CallError::Denied(den));
                 }
             }
@@ -465,7 +465,7 @@ impl Gateway {
         if (shadow || !matches!(decision, Decision::Deny(_)))
             && let Err(den) = self.rate_limit.check(principal.id(), &target, std::time::Instant::now())
         {
-            self.audit_denial(principal, &info, Decision::Deny(den.clone()), &digest);
+            self.audit_denial(principal, &info, den.clone(), &digest);
             return Err(CallError::Denied(den));
         }
         // A call that would go through is refused if its record cannot be kept (`on_failure`).
@@ -532,7 +532,7 @@ impl Gateway {
         if strict && !self.audit.writable() {
             // The denial replaces the decision in the log: one record per call.
             let den = unavailable("the audit log's last write failed");
-            self.audit_denial(p, info, Decision::Deny(den.clone()), digest);
+            self.audit_denial(p, info, den.clone(), digest);
             return Err(den);
         }
         // Only owned copies cross to the writer, which renders the record (the labels part is
@@ -556,9 +556,8 @@ impl Gateway {
     }
 
     /// [`Gateway::audit_decision`] for a denial, which cannot be refused again.
-    fn audit_denial(&self, p: &Principal, info: &CallInfo<'_>, d: Decision, digest: &[u8; 32]) {
-        debug_assert!(matches!(d, Decision::Deny(_)));
-        let _denied_anyway = self.audit_decision(p, info, &d, digest, false, None);
+    fn audit_denial(&self, p: &Principal, info: &CallInfo<'_>, d: Denial, digest: &[u8; 32]) {
+        let _denied_anyway = self.audit_decision(p, info, &Decision::Deny(d), digest, false, None);
     }
 
     /// A permit with `@ask`: get a human's approval for exactly this call. `Ok(None)` means
