@@ -78,7 +78,7 @@ async fn health(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
             "file": audit.file,
             "writable": audit.writable,
             "records_lost": audit.lost,
-            "on_failure": match on_failure { crate::config::AuditOnFailure::Deny => "deny", crate::config::AuditOnFailure::Allow => "allow" },
+            "on_failure": on_failure.as_str(),
         },
     });
     json(if refusing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, &body)

@@ -356,16 +356,22 @@ fn last_record(f: &mut std::fs::File) -> std::io::Result<Option<Vec<u8>>> {
         f.read_exact(&mut piece)?;
         piece.extend_from_slice(&tail);
         tail = piece;
-        let end = tail.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
-        if let Some(start) = tail[..end].iter().rposition(|&b| b == b'\n') {
-            return Ok(Some(tail[start + 1..end].to_vec()));
+        let text = trim_line_ends(&tail);
+        if let Some(start) = text.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(text[start + 1..].to_vec()));
         }
-        if end > MAX_RECORD {
+        if text.len() > MAX_RECORD {
             return Err(std::io::Error::other(format!("its last record is longer than {MAX_RECORD} bytes")));
         }
     }
-    let end = tail.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
-    Ok((end > 0).then(|| tail[..end].to_vec()))
+    let text = trim_line_ends(&tail);
+    Ok((!text.is_empty()).then(|| text.to_vec()))
+}
+
+/// `b` without the line ends (and blank lines) it finishes with.
+fn trim_line_ends(b: &[u8]) -> &[u8] {
+    let end = b.iter().rposition(|c| !matches!(c, b'\n' | b'\r')).map_or(0, |i| i + 1);
+    &b[..end]
 }
 
 /// Where the writer appends: the log file (or a test's stand-in).
@@ -406,18 +412,21 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
                 std::thread::yield_now();
             }
             canon.clear();
-            if let Entry::Flush(done) = entry {
-                flushes.push(done);
-                continue;
-            }
-            let before = shared.dropped.swap(0, Ordering::Relaxed);
-            records += 1;
-            at_stake += 1 + before;
+            // Each record written takes over the losses counted since the one before it.
+            let mut take_dropped = || {
+                let before = shared.dropped.swap(0, Ordering::Relaxed);
+                records += 1;
+                at_stake += 1 + before;
+                before
+            };
             match entry {
-                Entry::Flush(_) => {}
-                Entry::Decision { ts_ms, rec } => rec.write_canonical(ts_ms, before, &last, &mut canon),
-                Entry::Record(rec) => write_generic(rec, before, &last, &mut canon),
-                Entry::Later { event, ts_ms, build } => write_generic(assemble(event, ts_ms, build()), before, &last, &mut canon),
+                Entry::Flush(done) => {
+                    flushes.push(done);
+                    continue;
+                }
+                Entry::Decision { ts_ms, rec } => rec.write_canonical(ts_ms, take_dropped(), &last, &mut canon),
+                Entry::Record(rec) => write_generic(rec, take_dropped(), &last, &mut canon),
+                Entry::Later { event, ts_ms, build } => write_generic(assemble(event, ts_ms, build()), take_dropped(), &last, &mut canon),
             }
             // Serialised once: the canonical form is hashed and is also the line written, with
             // `hash` appended (`verify` removes it and re-canonicalises the rest to the same text).
@@ -501,10 +510,10 @@ pub fn check(path: &Path) -> Result<Verified, String> {
     let mut prev = GENESIS.to_owned();
     let (mut n, mut lost) = (0, 0u64);
     let mut buf = Vec::new();
+    let limit = u64::try_from(MAX_RECORD).unwrap_or(u64::MAX) + 1;
     for i in 0.. {
         let at = || format!("{}:{}", path.display(), i + 1);
         buf.clear();
-        let limit = u64::try_from(MAX_RECORD).unwrap_or(u64::MAX) + 1;
         if (&mut reader).take(limit).read_until(b'\n', &mut buf).map_err(|e| format!("{}: {e}", at()))? == 0 {
             break;
         }

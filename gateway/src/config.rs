@@ -381,6 +381,16 @@ pub enum AuditOnFailure {
     Allow,
 }
 
+impl AuditOnFailure {
+    /// The value as the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        }
+    }
+}
+
 /// `[admin]`: the operator API. Off unless `http` is set.
 #[derive(Clone, Default)]
 pub struct Admin {

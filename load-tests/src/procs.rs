@@ -242,8 +242,9 @@ pub async fn start_mcp_proxy(bin: &str, upstream: &str, target: &Target, scratch
 /// The `tcp` system: this same binary, re-run as [`tcp_forward`] in front of `upstream`.
 pub async fn start_tcp_forward(upstream: &str, target: &Target) -> anyhow::Result<(Proc, String)> {
     let port = free_port()?;
-    let authority = upstream.strip_prefix("http://").and_then(|u| u.split('/').next()).context("the upstream's URL is not http://host:port/...")?;
-    let path = upstream.strip_prefix("http://").and_then(|u| u.find('/').map(|i| u[i..].to_owned())).unwrap_or_else(|| "/".into());
+    let rest = upstream.strip_prefix("http://").context("the upstream's URL is not http://host:port/...")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
     let child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--tcp-forward", &port.to_string(), authority])
         .kill_on_drop(true)
