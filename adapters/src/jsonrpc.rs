@@ -5,6 +5,7 @@
 //! untouched. Only the few fields the gateway rewrites (ids, names, progress tokens) are touched,
 //! through the helpers here.
 
+use clawgate_policies::integrity::canonical::write_str;
 use serde_json::{Map, Value};
 
 /// The three shapes a JSON-RPC message can take, decided by which members it carries.
@@ -192,57 +193,6 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
             out.push(b'}');
         }
     }
-}
-
-/// A JSON string, escaped as serde_json escapes it: `"` and `\\`, the five short escapes, and
-/// `\u00xx` (lowercase hex) for the other control bytes; everything else as it is.
-fn write_str(s: &str, out: &mut Vec<u8>) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of the word is below 0x20, or is `"` or `\\` (exact for the word as a
-    // whole: a borrow only ever flags bytes above one that is truly flagged).
-    let needs_escape = |w: u64| {
-        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-        (w.wrapping_sub(ONES * 0x20) & !w & HIGHS) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
-    };
-    let b = s.as_bytes();
-    out.reserve(b.len() + 2);
-    out.push(b'"');
-    let mut clean = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if let Some(w) = b[i..].first_chunk::<8>()
-            && !needs_escape(u64::from_le_bytes(*w))
-        {
-            i += 8;
-            continue;
-        }
-        let c = b[i];
-        let short = match c {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0C => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x00..=0x1F => b'u',
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&b[clean..i]);
-        out.extend_from_slice(&[b'\\', short]);
-        if short == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xF)]]);
-        }
-        i += 1;
-        clean = i;
-    }
-    out.extend_from_slice(&b[clean..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]

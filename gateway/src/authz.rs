@@ -479,7 +479,9 @@ pub fn call_digest(p: &Principal, tool: &str, args: Option<&Value>) -> [u8; 32] 
     h.update([0]);
     h.update(tool.as_bytes());
     h.update([0]);
-    h.update(clawgate_policies::integrity::canonical::canonical_json(args.unwrap_or(&Value::Null)).as_bytes());
+    let mut json = Vec::with_capacity(256);
+    clawgate_policies::integrity::canonical::write(args.unwrap_or(&Value::Null), &mut json);
+    h.update(&json);
     h.finalize().into()
 }
 

@@ -30,13 +30,14 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                leaf(k, out);
+                write_str(k, out);
                 out.push(b':');
                 write(child, out);
             }
             out.push(b'}');
         }
         Value::Array(items) => array(items, out, write),
+        Value::String(s) => write_str(s, out),
         other => leaf(other, out),
     }
 }
@@ -52,14 +53,62 @@ pub fn sort_keys<T>(entries: &mut [T], key: impl Fn(&T) -> &str) {
     }
 }
 
-/// Appends a string exactly as canonical JSON writes it (serde_json's escaping).
+/// Appends a string exactly as canonical JSON writes it, which is exactly as serde_json escapes
+/// it: `"` and `\\`, the five short escapes, and `\u00xx` (lowercase hex) for the other control
+/// bytes; everything else as it is. Eight bytes at a time: long text with nothing to escape is
+/// copied whole. Also the JSON-RPC writer's string writer (`clawgate_adapters::jsonrpc`).
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
-    leaf(s, out);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of the word is below 0x20, or is `"` or `\\` (exact for the word as a
+    // whole: a borrow only ever flags bytes above one that is truly flagged).
+    let needs_escape = |w: u64| {
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        (w.wrapping_sub(ONES * 0x20) & !w & HIGHS) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
+    };
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut clean = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(w) = b[i..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*w))
+        {
+            i += 8;
+            continue;
+        }
+        let c = b[i];
+        let short = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0C => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1F => b'u',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&b[clean..i]);
+        out.extend_from_slice(&[b'\\', short]);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xF)]]);
+        }
+        i += 1;
+        clean = i;
+    }
+    out.extend_from_slice(&b[clean..]);
+    out.push(b'"');
 }
 
 /// Appends an array of strings, in the order given (arrays keep their order in canonical JSON).
 pub fn write_strs<'a>(items: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8>) {
-    array(items, out, leaf);
+    array(items, out, write_str);
 }
 
 /// An array: `each` writes every item, in order, between commas.
@@ -74,15 +123,17 @@ fn array<T>(items: impl IntoIterator<Item = T>, out: &mut Vec<u8>, each: impl Fn
     out.push(b']');
 }
 
-/// A string, number, boolean or null exactly as serde_json prints it, straight into `out`.
-fn leaf<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+/// A number, boolean or null exactly as serde_json prints it, straight into `out`.
+fn leaf(v: &Value, out: &mut Vec<u8>) {
     // Writing a plain value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
 /// `sha256:<hex>` of the canonical JSON of a definition.
 pub fn digest(v: &Value) -> String {
-    let hash = Sha256::digest(canonical_json(v).as_bytes());
+    let mut out = Vec::with_capacity(256);
+    write(v, &mut out);
+    let hash = Sha256::digest(&out);
     format!("sha256:{}", hex::encode(hash))
 }
 
@@ -145,6 +196,35 @@ mod tests {
             let mut want = String::new();
             reference(v, &mut want);
             assert_eq!(canonical_json(v), want, "{v}");
+        }
+    }
+
+    /// Pins and audit chains were written with serde_json's escaper: the word-at-a-time one
+    /// must match it byte for byte, for every ASCII byte (and some non-ASCII) at every offset of
+    /// an eight-byte block, in keys, values and arrays of strings.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let long = "the quarterly report shows revenue growth ".repeat(50);
+        let mut strings = vec![String::new(), long.clone(), format!("{long}\"\n{long}\\"), "\u{1}\u{1f}\"\\".repeat(9)];
+        for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '😀']) {
+            for at in 0..17 {
+                let mut s: String = "abcdefghijklmnop".chars().take(at).collect();
+                s.push(c);
+                s.push_str("qrstuvwxyz");
+                strings.push(s);
+            }
+        }
+        for s in &strings {
+            let mut out = Vec::new();
+            write_str(s, &mut out);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+            let v = json!({ s.as_str(): [s, s] });
+            let mut want = String::new();
+            reference(&v, &mut want);
+            assert_eq!(canonical_json(&v), want, "{s:?}");
+            let mut out = Vec::new();
+            write_strs([s.as_str()], &mut out);
+            assert_eq!(out, serde_json::to_vec(&[s]).unwrap(), "{s:?}");
         }
     }
 
