@@ -412,9 +412,8 @@ impl Gateway {
         let approval = take_approval(&mut req);
         // Borrowed, not copied: the request is not changed again until dispatch.
         let arguments = jsonrpc::params(&req).and_then(|p| p.get("arguments"));
-        let info = CallInfo { method, upstream: &slot.cfg.name, target: &target, arguments };
+        let info = CallInfo::new(principal, method, &slot.cfg.name, &target, arguments);
         let now = SystemTime::now();
-        let digest = authz::call_digest(principal, &target, arguments);
 
         // Stage "validate": arguments against the pinned schema (and the operator's stricter
         // one); on the 2026 wire, the `Mcp-Param-*` headers against the arguments they mirror.
@@ -423,7 +422,7 @@ impl Gateway {
             && let Err(errors) = self.authz.check_args(&state, &target, arguments)
         {
             let d = Denial { reason: DenyReason::InvalidArguments, engine: EngineKind::Schema, policies: Vec::new(), detail: String::new() };
-            self.audit_denial(principal, &info, d, &digest);
+            self.audit_denial(&info, d);
             return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::InvalidArguments(errors) });
         }
         if caller.is_stateless()
@@ -446,7 +445,7 @@ impl Gateway {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
-                    self.audit_denial(principal, &info, den.clone(), &digest);
+                    self.audit_denial(&info, den.clone());
                     return Err(CallError::Denied(den));
                 }
             }
@@ -465,21 +464,26 @@ impl Gateway {
         if (shadow || !matches!(decision, Decision::Deny(_)))
             && let Err(den) = self.rate_limit.check(principal.id(), &target, std::time::Instant::now())
         {
-            self.audit_denial(principal, &info, den.clone(), &digest);
+            self.audit_denial(&info, den.clone());
             return Err(CallError::Denied(den));
         }
         // A call that would go through is refused if its record cannot be kept (`on_failure`).
-        self.audit_decision(principal, &info, &decision, &digest, shadow, view.filter(|_| self.labels.enabled())).map_err(CallError::Denied)?;
+        self.audit_decision(&info, &decision, shadow, view.filter(|_| self.labels.enabled())).map_err(CallError::Denied)?;
         match (&decision, shadow) {
             (Decision::Allow { .. }, _) => {}
             (_, true) => tracing::warn!(target: "clawgate::policy", principal = %principal.id(), %target, "shadow mode: would {}: {}", decision.label(), authz::summary(&decision)),
             (Decision::Deny(d), false) => return Err(if hidden() { CallError::UnknownTool(target.clone()) } else { CallError::Denied(d.clone()) }),
             (Decision::Ask { policy, message }, false) => {
-                if let Some(reply) = self.approve(caller, &info, policy, message, &digest, approval).await? {
+                if let Some(reply) = self.approve(caller, &info, policy, message, approval).await? {
                     return Ok(reply);
                 }
             }
         }
+
+        // The digest the withheld-result record needs, while the arguments are at hand (the
+        // audit record has already computed it when there is one).
+        let labelled = matches!(method, "tools/call" | "resources/read") && self.labels.enabled();
+        let digest = labelled.then(|| *info.digest());
 
         // Stage "dispatch": rewrite the name back to the upstream's and send. The client's own
         // credentials never travel: upstream requests carry only operator-configured headers.
@@ -503,8 +507,7 @@ impl Gateway {
         // Stage "post-process": record the result's labels for later calls in this scope. If
         // they cannot be recorded the result is withheld: data the gateway cannot trace never
         // reaches the model.
-        if matches!(method, "tools/call" | "resources/read")
-            && self.labels.enabled()
+        if let Some(digest) = digest
             && let Some(result) = resp.get("result")
             && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, result).await
         {
@@ -520,7 +523,8 @@ impl Gateway {
     /// anything in shadow mode) whose record cannot be kept, because the audit log's last write
     /// failed or its queue is full, becomes an `audit_unavailable` denial under `[audit]
     /// on_failure = "deny"`: the `Err` is the denial to answer with.
-    fn audit_decision(&self, p: &Principal, info: &CallInfo<'_>, d: &Decision, digest: &[u8; 32], shadow: bool, labels: Option<LabelView>) -> Result<(), Denial> {
+    fn audit_decision(&self, info: &CallInfo<'_>, d: &Decision, shadow: bool, labels: Option<LabelView>) -> Result<(), Denial> {
+        let p = info.principal;
         if let Decision::Deny(den) = d {
             tracing::info!(target: "clawgate::policy", principal = %p.id(), target = %info.target, reason = den.reason.as_str(), "denied: {den}");
         }
@@ -532,7 +536,7 @@ impl Gateway {
         if strict && !self.audit.writable() {
             // The denial replaces the decision in the log: one record per call.
             let den = unavailable("the audit log's last write failed");
-            self.audit_denial(p, info, den.clone(), digest);
+            self.audit_denial(info, den.clone());
             return Err(den);
         }
         // Only owned copies cross to the writer, which renders the record (the labels part is
@@ -543,7 +547,7 @@ impl Gateway {
             method: info.method.to_owned(),
             upstream: info.upstream.to_owned(),
             target: info.target.to_owned(),
-            call: *digest,
+            call: *info.digest(),
             shadow,
             labels,
         });
@@ -556,14 +560,15 @@ impl Gateway {
     }
 
     /// [`Gateway::audit_decision`] for a denial, which cannot be refused again.
-    fn audit_denial(&self, p: &Principal, info: &CallInfo<'_>, d: Denial, digest: &[u8; 32]) {
-        let _denied_anyway = self.audit_decision(p, info, &Decision::Deny(d), digest, false, None);
+    fn audit_denial(&self, info: &CallInfo<'_>, d: Denial) {
+        let _denied_anyway = self.audit_decision(info, &Decision::Deny(d), false, None);
     }
 
     /// A permit with `@ask`: get a human's approval for exactly this call. `Ok(None)` means
     /// approved (go on); `Ok(Some(reply))` is the `input_required` round for a 2026-07-28
     /// client; an error denies.
-    async fn approve(&self, caller: &Caller, info: &CallInfo<'_>, policy: &str, message: &str, digest: &[u8; 32], retry: Option<ApprovalRetry>) -> Result<Option<Reply>, CallError> {
+    async fn approve(&self, caller: &Caller, info: &CallInfo<'_>, policy: &str, message: &str, retry: Option<ApprovalRetry>) -> Result<Option<Reply>, CallError> {
+        let digest = info.digest();
         let timeout = self.cfg.policy.as_ref().map_or(Duration::from_secs(120), |p| p.approval_timeout);
         let deny = |reason: DenyReason, detail: String| CallError::Denied(Denial { reason, engine: EngineKind::Gateway, policies: vec![policy.to_owned()], detail });
         let record = |outcome: &str| {

@@ -7,17 +7,20 @@
 //! `clawgate_policies::ratelimit`. Limits are kept in memory, per gateway process: replicas do
 //! not share them.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clawgate_policies::decision::{Denial, DenyReason, EngineKind};
 use clawgate_policies::ratelimit::{Limiter, Quota, RetryAfter};
 use serde_json::Value;
 
+use crate::authz::Principal;
 use crate::config::{RateLimitConfig, glob};
 
 /// The facts about one call that the stages, the decision and the audit see.
 #[derive(Debug)]
 pub struct CallInfo<'a> {
+    pub principal: &'a Principal,
     /// `tools/call`, `prompts/get` or `resources/read`.
     pub method: &'a str,
     /// The upstream's configured name.
@@ -25,6 +28,20 @@ pub struct CallInfo<'a> {
     /// The target as the client named it (namespaced tool or prompt name, or URI).
     pub target: &'a str,
     pub arguments: Option<&'a Value>,
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl<'a> CallInfo<'a> {
+    pub fn new(principal: &'a Principal, method: &'a str, upstream: &'a str, target: &'a str, arguments: Option<&'a Value>) -> Self {
+        Self { principal, method, upstream, target, arguments, digest: OnceLock::new() }
+    }
+
+    /// The call digest ([`crate::authz::call_digest`]: the credential, the target and the
+    /// exact arguments), computed on first use. Only the audit records and approvals need it,
+    /// so a gateway with neither never hashes the arguments.
+    pub fn digest(&self) -> &[u8; 32] {
+        self.digest.get_or_init(|| crate::authz::call_digest(self.principal, self.target, self.arguments))
+    }
 }
 
 /// Stage "rate-limit": the principal-wide limit (`[rate_limit] calls/per`, keyed by principal)
