@@ -480,10 +480,10 @@ impl Gateway {
             }
         }
 
-        // The digest the withheld-result record needs, while the arguments are at hand (the
-        // audit record has already computed it when there is one).
+        // The digest the withheld-result record needs, taken while the arguments are at hand
+        // and only when that record goes anywhere (the decision record has computed it already).
         let labelled = matches!(method, "tools/call" | "resources/read") && self.labels.enabled();
-        let digest = labelled.then(|| *info.digest());
+        let digest = (labelled && self.audit.is_on()).then(|| format!("sha256:{}", hex::encode(info.digest())));
 
         // Stage "dispatch": rewrite the name back to the upstream's and send. The client's own
         // credentials never travel: upstream requests carry only operator-configured headers.
@@ -507,12 +507,12 @@ impl Gateway {
         // Stage "post-process": record the result's labels for later calls in this scope. If
         // they cannot be recorded the result is withheld: data the gateway cannot trace never
         // reaches the model.
-        if let Some(digest) = digest
+        if labelled
             && let Some(result) = resp.get("result")
             && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, result).await
         {
             tracing::warn!(target: "clawgate::labels", upstream = %slot.cfg.name, %target, "result withheld: {e}");
-            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": format!("sha256:{}", hex::encode(digest)), "error": e.0}));
+            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": digest, "error": e.0}));
             return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.0) }));
         }
         Ok(Reply::Message(resp))

@@ -249,6 +249,11 @@ async fn decision_records_carry_the_calls_labels() {
     assert_eq!(clawgate::audit::verify(&audit), Ok(std::fs::read_to_string(&audit).unwrap().lines().count()));
     let decisions: Vec<Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"] == "decision").collect();
     assert_eq!(decisions.len(), outcomes.len(), "one decision per call: {decisions:?}");
+    // Each record is bound to its call by the call digest (computed only because the record
+    // needs it): present on every record, and different for calls with different arguments.
+    let calls: Vec<&str> = decisions.iter().map(|d| d["call"].as_str().unwrap_or_default()).collect();
+    assert!(calls.iter().all(|c| c.len() == 71 && c.starts_with("sha256:") && c[7..].bytes().all(|b| b.is_ascii_hexdigit())), "{calls:?}");
+    assert_eq!(calls.iter().collect::<std::collections::BTreeSet<_>>().len(), calls.len(), "{calls:?}");
     // The fourth call sends the copied mail to an outside address.
     let (send, out) = (&decisions[3], &outcomes[3]);
     assert!(out.contains("labels-readers"), "{out}");
