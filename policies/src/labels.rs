@@ -1021,17 +1021,15 @@ impl SessionLabels {
         let mut seen: std::collections::HashSet<u64, ahash::RandomState> = std::collections::HashSet::default();
         let mut distinct: Vec<&std::sync::Arc<Label>> = Vec::new();
         let mut distinct_ptrs: std::collections::HashSet<*const Label, ahash::RandomState> = std::collections::HashSet::default();
-        let mut check = |ids: &[u64], kind: KeyKind, needle: &dyn Fn() -> String, seen: &mut std::collections::HashSet<u64, ahash::RandomState>| {
-            if ids.iter().all(|id| seen.contains(id)) {
-                return;
-            }
-            let needle = needle();
+        // Whether any of these fields is still to be verified: the needle is built only then.
+        let fresh = |ids: &[u64], seen: &std::collections::HashSet<u64, ahash::RandomState>| !ids.iter().all(|id| seen.contains(id));
+        let mut check = |ids: &[u64], kind: KeyKind, needle: &str, seen: &mut std::collections::HashSet<u64, ahash::RandomState>| {
             for id in ids {
                 if seen.contains(id) {
                     continue;
                 }
                 if let Some(f) = self.fields.get(id)
-                    && f.contains(kind, &needle)
+                    && f.contains(kind, needle)
                 {
                     seen.insert(*id);
                     if distinct_ptrs.insert(std::sync::Arc::as_ptr(&f.label)) {
@@ -1044,14 +1042,19 @@ impl SessionLabels {
             }
         };
         for k in keys.iter() {
-            if let Some(ids) = self.index.get(&key_hash(k.kind, &k.text)) {
-                check(ids, k.kind, &|| needle(k).into_owned(), &mut seen);
+            // A whole, email or url key's needle is its text, borrowed, not copied.
+            if let Some(ids) = self.index.get(&key_hash(k.kind, &k.text))
+                && fresh(ids, &seen)
+            {
+                check(ids, k.kind, &needle(k), &mut seen);
             }
         }
         // Shingles are hashed straight from the words; the needle is built only on a hit.
         for_each_shingle(&lower, |win, hash| {
-            if let Some(ids) = self.index.get(&hash) {
-                check(ids, KeyKind::Shingle, &|| format!(" {} ", win.join(" ")), &mut seen);
+            if let Some(ids) = self.index.get(&hash)
+                && fresh(ids, &seen)
+            {
+                check(ids, KeyKind::Shingle, &format!(" {} ", win.join(" ")), &mut seen);
             }
         });
         let matched: Option<Label> = distinct.split_first().map(|(first, rest)| {
