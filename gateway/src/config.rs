@@ -428,7 +428,7 @@ impl fmt::Debug for TransportConfig {
                 .finish(),
             Self::Http { url, headers } => f
                 .debug_struct("Http")
-                .field("url", url)
+                .field("url", &clawgate_adapters::transport::http::redacted_url(url))
                 .field("headers", &headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
                 .finish(),
         }
@@ -1327,6 +1327,9 @@ mod tests {
         let TransportConfig::Http { headers, .. } = &ok.upstreams[0].transport else { panic!() };
         assert_eq!(headers[0].1, "Bearer s3cret");
         assert!(!format!("{ok:?}").contains("s3cret"), "Debug must redact header values");
+        let in_url = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"https://x:8443/mcp?key=${TOKEN}\"\n").unwrap();
+        let shown = format!("{in_url:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("https://x:8443/<redacted>"), "Debug must redact the URL past its origin: {shown}");
         let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x/mcp\"\nheaders = { Authorization = \"Bearer ${NOPE}\" }\n").unwrap_err();
         assert!(e.message.contains("NOPE"));
         assert_eq!(e.key.as_deref(), Some("upstream[0].headers.Authorization"));

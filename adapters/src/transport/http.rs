@@ -17,12 +17,37 @@ use crate::sse;
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSpec {
     pub url: String,
     /// Operator-configured headers (already expanded). The client's own `Authorization` is never
     /// among them: nothing from the client's request is copied here.
     pub headers: Vec<(String, String)>,
+}
+
+/// Header values and all of the URL but its origin may hold secrets (`${VAR}` expands into
+/// both), so `Debug` shows the origin and the header names only.
+impl std::fmt::Debug for HttpSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSpec")
+            .field("url", &redacted_url(&self.url))
+            .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A URL as logs and `Debug` may show it: scheme, host and port, with everything else (user
+/// info, path, query, fragment: where a credential can hide) replaced by `<redacted>`.
+pub fn redacted_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(p) => {
+            let host = p.host_str().unwrap_or_default();
+            let port = p.port().map(|n| format!(":{n}")).unwrap_or_default();
+            let rest = !p.username().is_empty() || p.password().is_some() || p.path() != "/" || p.query().is_some() || p.fragment().is_some();
+            format!("{}://{host}{port}/{}", p.scheme(), if rest { "<redacted>" } else { "" })
+        }
+        Err(_) => "<redacted>".into(),
+    }
 }
 
 /// The HTTP client every HTTP upstream shares: reqwest, and for plain `http://` upstreams the
@@ -512,4 +537,28 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     let kind = if e.is_timeout() { "timeout" } else if e.is_connect() { "connect" } else { "request" };
     format!("{kind} error: {s}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::stdio::StdioSpec;
+    use crate::upstream::{TransportSpec, UpstreamSpec};
+
+    /// What an operator configured as a secret never shows in `Debug`, however deep the spec
+    /// sits: header values, child environment values, and a URL's user info, path and query.
+    #[test]
+    fn debug_output_carries_no_configured_secret() {
+        let spec = |transport| UpstreamSpec { name: "u".into(), transport, timeout: Duration::from_secs(1), max_message: 1, client_info: Value::Null, client_capabilities: Value::Null };
+        let http = spec(TransportSpec::Http(HttpSpec { url: "https://user:pw-SECRET1@api.example:8443/t/SECRET2/mcp?key=SECRET3#SECRET4".into(), headers: vec![("Authorization".into(), "Bearer SECRET5".into())] }));
+        let stdio = spec(TransportSpec::Stdio(StdioSpec { command: "srv".into(), args: vec!["--flag".into()], env: [("API_TOKEN".to_owned(), "SECRET6".to_owned())].into(), cwd: None }));
+        for shown in [format!("{http:?}"), format!("{http:#?}"), format!("{stdio:?}")] {
+            assert!(!shown.contains("SECRET"), "a secret leaked into Debug: {shown}");
+        }
+        let shown = format!("{http:?}");
+        assert!(shown.contains("https://api.example:8443/<redacted>") && shown.contains("Authorization"), "{shown}");
+        assert!(format!("{stdio:?}").contains("API_TOKEN"), "names stay visible");
+        assert_eq!(redacted_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000/");
+        assert_eq!(redacted_url("not a url SECRET"), "<redacted>");
+    }
 }
