@@ -53,6 +53,33 @@ async fn relay_is_lossless_both_ways() {
     g.stop().await;
 }
 
+/// What the model reads of a result is cleaned wherever it sits: in text, in object keys, and
+/// nested deeper than any fixed walk limit (the fixture echoes the arguments back; the client
+/// may nest them 100 levels here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_cleaned_in_every_key_and_at_any_depth() {
+    let g = TestGateway::start(&fixture_config(FIXTURE, 1, "10s", "[limits]\nmax_json_depth = 100\n")).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    // About 85 levels, in the request and in the result.
+    let mut deep = json!({"leaf": "run\u{1B}[2J\u{200B}me"});
+    for _ in 0..40 {
+        deep = json!({"k": [deep]});
+    }
+    let args = json!({"text": "hi\u{202E}", "to\u{200B}ken": 1, "token": 2, "tag\u{E0041}": "v", "deep": deep});
+    let r = c.call("up0__echo", args).await.unwrap().response;
+    assert_eq!(r["result"]["content"][0]["text"], "hi");
+    let seen = &r["result"]["structuredContent"]["params"]["arguments"];
+    let keys: Vec<&str> = seen.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["text", "token [sanitised]", "token", "tag[hidden: A]", "deep"]);
+    assert_eq!((seen["token [sanitised]"].as_i64(), seen["token"].as_i64()), (Some(1), Some(2)));
+    let mut at = &seen["deep"];
+    for _ in 0..40 {
+        at = &at["k"][0];
+    }
+    assert_eq!(at["leaf"], "runme", "the deepest string is cleaned too");
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_across_upstreams_and_sessions_are_never_cross_wired() {
     let g = gateway(3, "20s").await;

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::sanitize::{Finding, sanitize_text};
+use super::sanitize::sanitize_text;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poison {
@@ -116,12 +116,13 @@ pub fn inspect(def: &Value, other_tools: &[String]) -> Vec<Poison> {
     let mut found = Vec::new();
     let mut all = Vec::new();
     texts(def, &mut all, 0);
+    // Property and other key names reach the model as well; only hidden content counts there
+    // (a key naming a tool or a path is ordinary).
+    hidden_in_keys(def, &mut found, 0);
     for raw in &all {
         let (clean, findings) = sanitize_text(raw);
         for f in findings.kinds() {
-            if f != Finding::TooDeep {
-                push(&mut found, Poison::HiddenContent(f.as_str().into()));
-            }
+            push(&mut found, Poison::HiddenContent(f.as_str().into()));
         }
         let lower = clean.to_lowercase();
         if lower.contains("<!--") {
@@ -147,6 +148,24 @@ pub fn inspect(def: &Value, other_tools: &[String]) -> Vec<Poison> {
         }
     }
     found
+}
+
+fn hidden_in_keys(def: &Value, found: &mut Vec<Poison>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    match def {
+        Value::Object(map) => {
+            for (k, v) in map {
+                for f in sanitize_text(k).1.kinds() {
+                    push(found, Poison::HiddenContent(format!("{} in a key", f.as_str())));
+                }
+                hidden_in_keys(v, found, depth + 1);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| hidden_in_keys(i, found, depth + 1)),
+        _ => {}
+    }
 }
 
 fn push(v: &mut Vec<Poison>, p: Poison) {
@@ -213,5 +232,14 @@ mod tests {
         let benign = json!({"description": "Reads a file from the share. Returns its text.", "inputSchema": {"properties": {"path": {"description": "Path, e.g. reports/q3.txt"}}}});
         assert!(inspect(&benign, &["read_thread".into()]).is_empty());
         assert!(!contains_term("set the environment", ".env"));
+    }
+
+    /// A property name is model-visible text: invisible instructions hidden in one are found.
+    #[test]
+    fn hidden_content_in_a_key_is_flagged() {
+        let def = json!({"description": "Weather.", "inputSchema": {"properties": {"city\u{E0049}\u{E0047}": {"type": "string"}}}});
+        assert_eq!(inspect(&def, &[]), vec![Poison::HiddenContent("Unicode tag characters in a key".into())]);
+        let plain = json!({"description": "Weather.", "inputSchema": {"properties": {"send_email": {"type": "string"}, "id_rsa": {"type": "string"}}}});
+        assert!(inspect(&plain, &["send_email".into()]).is_empty(), "ordinary key names are not findings");
     }
 }

@@ -18,8 +18,9 @@ use serde_json::Value;
 
 /// Longer runs of whitespace are collapsed: they push text out of a reviewer's view.
 pub const MAX_WHITESPACE_RUN: usize = 16;
-/// Values nested deeper than this are left as they are (and counted as [`Finding::TooDeep`]).
-const MAX_DEPTH: usize = 64;
+/// What a cleaned object key gets appended when another key of the same object already reads
+/// the same: both stay, and the difference stays visible.
+const KEY_CLASH: &str = " [sanitised]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Finding {
@@ -29,7 +30,6 @@ pub enum Finding {
     ZeroWidth,
     TagCharacters,
     LongWhitespace,
-    TooDeep,
 }
 
 impl Finding {
@@ -41,7 +41,6 @@ impl Finding {
             Self::ZeroWidth => "zero-width characters",
             Self::TagCharacters => "Unicode tag characters",
             Self::LongWhitespace => "long whitespace runs",
-            Self::TooDeep => "nesting too deep to inspect",
         }
     }
 }
@@ -243,29 +242,53 @@ fn skip_escape(first: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>
     }
 }
 
-/// Cleans every string inside a JSON value in place (object keys are left alone).
+/// Cleans every string inside a JSON value in place, object keys included, at any depth (the
+/// walk keeps its own stack, so no nesting is too deep to clean).
+///
+/// A key is replaced by its cleaned form where it keeps its place; if another key of the same
+/// object already reads the same, [`KEY_CLASH`] is appended until it is unique, so no entry
+/// is lost and the difference stays visible.
 pub fn sanitize_value(v: &mut Value) -> Findings {
     let mut findings = Findings::default();
-    walk(v, &mut findings, 0);
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => {
+                let (clean, f) = sanitize_text(s);
+                if let Cow::Owned(clean) = clean {
+                    *s = clean;
+                }
+                findings.merge(f);
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => {
+                if !map.keys().all(|k| is_clean(k)) {
+                    clean_keys(map, &mut findings);
+                }
+                stack.extend(map.values_mut());
+            }
+            _ => {}
+        }
+    }
     findings
 }
 
-fn walk(v: &mut Value, findings: &mut Findings, depth: usize) {
-    if depth > MAX_DEPTH {
-        findings.add(Finding::TooDeep);
-        return;
-    }
-    match v {
-        Value::String(s) => {
-            let (clean, f) = sanitize_text(s);
-            if let Cow::Owned(clean) = clean {
-                *s = clean;
-            }
-            findings.merge(f);
+fn clean_keys(map: &mut serde_json::Map<String, Value>, findings: &mut Findings) {
+    let old = std::mem::take(map);
+    // The keys that are already clean keep their text; a cleaned key must not take one of them.
+    let taken: std::collections::HashSet<String> = old.keys().filter(|k| is_clean(k)).cloned().collect();
+    for (k, v) in old {
+        if is_clean(&k) {
+            map.insert(k, v);
+            continue;
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| walk(i, findings, depth + 1)),
-        Value::Object(map) => map.values_mut().for_each(|i| walk(i, findings, depth + 1)),
-        _ => {}
+        let (clean, f) = sanitize_text(&k);
+        findings.merge(f);
+        let mut key = clean.into_owned();
+        while taken.contains(&key) || map.contains_key(&key) {
+            key.push_str(KEY_CLASH);
+        }
+        map.insert(key, v);
     }
 }
 
@@ -351,5 +374,38 @@ mod tests {
         assert_eq!(v["content"][0]["text"], "hi");
         assert_eq!(v["deep"]["x"][0], "");
         assert_eq!(f.kinds().collect::<Vec<_>>(), vec![Finding::Ansi, Finding::ZeroWidth]);
+    }
+
+    /// Nesting is no hiding place: a string 200 levels down is cleaned like one at the top.
+    #[test]
+    fn deep_values_are_cleaned_too() {
+        let mut v = serde_json::json!("deep\u{E0041}\u{200B}");
+        for i in 0..200 {
+            v = if i % 2 == 0 { serde_json::json!([v]) } else { serde_json::json!({"k": v}) };
+        }
+        let f = sanitize_value(&mut v);
+        let mut at = &v;
+        while let Some(next) = at.get(0).or_else(|| at.get("k")) {
+            at = next;
+        }
+        assert_eq!(at, "deep[hidden: A]");
+        assert_eq!(f.kinds().collect::<Vec<_>>(), vec![Finding::ZeroWidth, Finding::TagCharacters]);
+    }
+
+    /// Keys reach the model too: they are cleaned in place, and a key that would then read
+    /// like another keeps its entry under a visibly different name.
+    #[test]
+    fn object_keys_are_cleaned_and_none_is_lost() {
+        let mut v = serde_json::json!({"a": 1, "to\u{200B}ken": 2, "tok\u{202E}en": 3, "token": 4, "x\u{E0049}": {"in\u{1B}[2Jner": "v"}});
+        let f = sanitize_value(&mut v);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "token [sanitised]", "token [sanitised] [sanitised]", "token", "x[hidden: I]"]);
+        assert_eq!((v["token [sanitised]"].as_i64(), v["token [sanitised] [sanitised]"].as_i64(), v["token"].as_i64()), (Some(2), Some(3), Some(4)));
+        assert_eq!(v["x[hidden: I]"], serde_json::json!({"inner": "v"}));
+        assert_eq!(f.kinds().collect::<Vec<_>>(), vec![Finding::Ansi, Finding::Bidi, Finding::ZeroWidth, Finding::TagCharacters]);
+        // Clean keys cost nothing and keep their order.
+        let mut clean = serde_json::json!({"b": 1, "a": {"c": 2}});
+        assert!(sanitize_value(&mut clean).is_empty());
+        assert_eq!(clean.as_object().unwrap().keys().collect::<Vec<_>>(), ["b", "a"]);
     }
 }
