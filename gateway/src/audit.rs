@@ -459,18 +459,21 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
             }
             wrote.is_ok()
         };
-        for done in flushes.drain(..) {
-            let _ = done.send(());
-        }
-        if written {
+        // A batch of flushes alone wrote nothing, so it says nothing about whether writes
+        // succeed again: only a batch with records clears (or sets) `failing`.
+        if written && !buf.is_empty() {
             prev = last;
             if shared.failing.swap(false, Ordering::Relaxed) {
                 tracing::warn!("{name}: audit writes succeed again");
             }
-        } else {
+        } else if !written {
             shared.dropped.fetch_add(at_stake, Ordering::Relaxed);
             shared.lost.fetch_add(records, Ordering::Relaxed);
             shared.failing.store(true, Ordering::Relaxed);
+        }
+        // Flushes are answered once the batch's outcome is recorded, so a flushed caller sees it.
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
         std::thread::sleep(GROUP_COMMIT);
     }
@@ -809,6 +812,9 @@ mod tests {
         }
         a.flush(std::time::Duration::from_secs(5)).await;
         assert!(!a.writable());
+        // A flush with no record before it is a batch that writes nothing: it proves nothing.
+        a.flush(std::time::Duration::from_secs(5)).await;
+        assert!(!a.writable(), "a batch of flushes alone does not make the log writable");
         a.record("test", json!({"i": 1}));
         a.flush(std::time::Duration::from_secs(5)).await;
         assert!(!a.writable(), "still failing");
