@@ -604,7 +604,10 @@ impl Gateway {
         }
         match &caller.era {
             CallerEra::Stateless { .. } => {
-                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| deny(DenyReason::EngineError, "no randomness for an approval id".into()))?;
+                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| {
+                    record("failed");
+                    deny(DenyReason::EngineError, "no randomness for an approval id".into())
+                })?;
                 record("requested");
                 let result = json!({
                     "resultType": "input_required",
@@ -614,7 +617,10 @@ impl Gateway {
                 Ok(Some(Reply::Result(result)))
             }
             CallerEra::Legacy(session) => {
-                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| deny(DenyReason::EngineError, "no randomness for an approval id".into()))?;
+                let id = self.authz.approval_open(*digest, timeout).ok_or_else(|| {
+                    record("failed");
+                    deny(DenyReason::EngineError, "no randomness for an approval id".into())
+                })?;
                 record("requested");
                 let ask = jsonrpc::request(Value::Null, "elicitation/create", Some(elicit));
                 let answer = match ask_session(session, &caller.out, ask, timeout).await {
@@ -629,7 +635,11 @@ impl Gateway {
                     }
                 };
                 let accepted = approval_accepted(answer.get("result"));
-                self.authz.approval_take(&id, digest).map_err(|why| deny(DenyReason::ApprovalDenied, why.into()))?;
+                // The answer can come after the approval expired: then it no longer counts.
+                self.authz.approval_take(&id, digest).map_err(|why| {
+                    record("expired");
+                    deny(DenyReason::ApprovalDenied, why.into())
+                })?;
                 if accepted {
                     record("approved");
                     Ok(None)
