@@ -330,8 +330,17 @@ impl Verifier {
     }
 
     /// Runs the authorizer for one call under [`LIMITS`]. Any engine error is a denial.
+    ///
+    /// A call with more scalar arguments than [`MAX_ARG_FACTS`] is denied rather than judged
+    /// on some of them: a `check all` or `reject if` over an argument the client pushed past
+    /// the cut-off would otherwise hold vacuously.
     pub fn authorize(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> Result<(), TokenDenial> {
         let Some(template) = &self.template else { return Err(TokenDenial::NotAllowed("the authorizer policies did not parse".into())) };
+        if let Some(Value::Object(args)) = call.arguments
+            && args.values().filter(|v| arg_term(v).is_some()).count() > MAX_ARG_FACTS
+        {
+            return Err(TokenDenial::Limits);
+        }
         run_authorizer(template.clone(), biscuit, call, true).map_err(|e| match e {
             biscuit_auth::error::Token::RunLimit(_) => TokenDenial::Limits,
             biscuit_auth::error::Token::FailedLogic(l) => TokenDenial::NotAllowed(logic_reason(&l)),
@@ -359,22 +368,30 @@ impl Verifier {
     }
 }
 
+/// Most `arg(name, value)` facts one call gives the authorizer.
+pub const MAX_ARG_FACTS: usize = 64;
+
+/// The `arg` fact's value for a scalar argument; `None` for objects, arrays and null.
+fn arg_term(v: &Value) -> Option<Term> {
+    Some(match v {
+        Value::String(s) => string(s),
+        Value::Bool(b) => Term::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Term::Integer(i),
+            None => string(&n.to_string()),
+        },
+        _ => return None,
+    })
+}
+
 fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, call: &CallFacts<'_>, with_args: bool) -> Result<(), biscuit_auth::error::Token> {
     let mut a = template
         .fact(biscuit_auth::builder::fact("call_tool", &[string(call.tool)]))?
         .fact(biscuit_auth::builder::fact("call_upstream", &[string(call.upstream)]))?
         .fact(biscuit_auth::builder::fact("time", &[date(&call.now)]))?;
     if with_args && let Some(Value::Object(args)) = call.arguments {
-        for (k, v) in args.iter().take(64) {
-            let term = match v {
-                Value::String(s) => string(s),
-                Value::Bool(b) => Term::Bool(*b),
-                Value::Number(n) => match n.as_i64() {
-                    Some(i) => Term::Integer(i),
-                    None => string(&n.to_string()),
-                },
-                _ => continue,
-            };
+        // `authorize` refused calls with more; the bound stays here for any other caller.
+        for (k, term) in args.iter().filter_map(|(k, v)| Some((k, arg_term(v)?))).take(MAX_ARG_FACTS) {
             a = a.fact(biscuit_auth::builder::fact("arg", &[string(k), term]))?;
         }
     }
@@ -618,5 +635,32 @@ mod tests {
         let t0 = std::time::Instant::now();
         assert!(v.authorize(b, &call("demo__read_thread", &args, now)).is_err());
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+
+    /// A client cannot push an argument out of the token's sight by padding: past
+    /// [`MAX_ARG_FACTS`] scalar arguments the call is denied, not judged on the first ones.
+    #[test]
+    fn padding_the_arguments_does_not_hide_one_from_the_token() {
+        let (root, v) = setup();
+        let now = SystemTime::now();
+        let parent = mint(&root, &MintSpec { principal: "alice".into(), tools: vec!["demo__send_email".into()], ..MintSpec::default() }, now).unwrap();
+        let no_ceo = attenuate(&parent, "reject if arg(\"to\", \"ceo@corp.example\");").unwrap();
+        let vt = v.verify(&no_ceo).unwrap();
+        let b = &vt.biscuit;
+        let padded = |n: usize, to: &str| {
+            let mut m: serde_json::Map<String, Value> = (0..n).map(|i| (format!("pad{i}"), json!(i))).collect();
+            // Objects and nulls are not facts and do not count.
+            m.insert("nested".into(), json!({"a": 1}));
+            m.insert("to".into(), json!(to));
+            Value::Object(m)
+        };
+        let ok = padded(MAX_ARG_FACTS - 1, "bob@corp.example");
+        assert_eq!(v.authorize(b, &call("demo__send_email", &ok, now)), Ok(()));
+        let within = padded(MAX_ARG_FACTS - 1, "ceo@corp.example");
+        assert!(matches!(v.authorize(b, &call("demo__send_email", &within, now)), Err(TokenDenial::NotAllowed(_))));
+        let past = padded(MAX_ARG_FACTS, "ceo@corp.example");
+        assert_eq!(v.authorize(b, &call("demo__send_email", &past, now)), Err(TokenDenial::Limits));
+        let past_harmless = padded(MAX_ARG_FACTS, "bob@corp.example");
+        assert_eq!(v.authorize(b, &call("demo__send_email", &past_harmless, now)), Err(TokenDenial::Limits), "too many to judge, whatever they hold");
     }
 }
