@@ -408,6 +408,13 @@ impl Gateway {
                 }
             }
         }
+        // The gateway declares no tasks: a task-augmented call would have its real result
+        // fetched later through `tasks/result`, past post-processing, so it runs as a plain call.
+        if method == "tools/call"
+            && let Some(p) = jsonrpc::params_mut(&mut req)
+        {
+            p.remove("task");
+        }
         // The gateway's own approval round (2026-07-28 retry) is taken off before anything else.
         let approval = take_approval(&mut req);
         // Borrowed, not copied: the request is not changed again until dispatch.
@@ -494,28 +501,43 @@ impl Gateway {
         let mut resp = self.dispatch(caller, route.upstream, req).await?;
 
         // Stage "post-process": namespace the URIs the result carries, and clean every string
-        // in it of what a reviewer cannot see but the model reads.
+        // of the answer (result or error) of what a reviewer cannot see but the model reads.
         if let Some(result) = resp.get_mut("result") {
             catalog::namespace_uris(&self.spaces[route.upstream], result);
-            let findings = sanitize::sanitize_value(result);
-            if !findings.is_empty() {
-                let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
-                tracing::warn!(target: "clawgate::integrity", upstream = %slot.cfg.name, %target, "result sanitised: {}", kinds.join(", "));
-                self.audit.record("integrity.result_sanitised", json!({"upstream": slot.cfg.name, "target": target, "findings": kinds}));
-            }
         }
-        // Stage "post-process": record the result's labels for later calls in this scope. If
-        // they cannot be recorded the result is withheld: data the gateway cannot trace never
-        // reaches the model.
+        self.sanitise_answer(&slot.cfg.name, &target, &mut resp);
+        // Stage "post-process": record the answer's labels for later calls in this scope (an
+        // upstream's error carries its data as well as a result does). If they cannot be
+        // recorded the answer is withheld: data the gateway cannot trace never reaches the model.
+        let error_part;
+        let answer = match (resp.get("result"), resp.get("error")) {
+            (Some(r), _) => Some(r),
+            (None, Some(e)) => {
+                error_part = json!({ "structuredContent": e });
+                Some(&error_part)
+            }
+            (None, None) => None,
+        };
         if labelled
-            && let Some(result) = resp.get("result")
-            && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, result).await
+            && let Some(answer) = answer
+            && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, answer).await
         {
             tracing::warn!(target: "clawgate::labels", upstream = %slot.cfg.name, %target, "result withheld: {e}");
             self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": digest, "error": e.0}));
             return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.0) }));
         }
         Ok(Reply::Message(resp))
+    }
+
+    /// Cleans every string of an upstream's answer (its result or its error, keys included)
+    /// of hidden content, and logs and audits what was found.
+    fn sanitise_answer(&self, upstream: &str, target: &str, answer: &mut Value) {
+        let findings = sanitize::sanitize_value(answer);
+        if !findings.is_empty() {
+            let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
+            tracing::warn!(target: "clawgate::integrity", %upstream, %target, "result sanitised: {}", kinds.join(", "));
+            self.audit.record("integrity.result_sanitised", json!({"upstream": upstream, "target": target, "findings": kinds}));
+        }
     }
 
     /// Stage "audit": one record per decision (never argument values; the call digest binds
@@ -834,7 +856,9 @@ impl Gateway {
         if let Some(rf) = jsonrpc::params_mut(&mut req).and_then(|p| p.get_mut("ref")).and_then(Value::as_object_mut) {
             rf.insert(key.into(), route.original.into());
         }
-        Ok(Reply::Message(self.dispatch(caller, route.upstream, req).await?))
+        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+        self.sanitise_answer(self.upstream_name(route.upstream), "completion/complete", &mut resp);
+        Ok(Reply::Message(resp))
     }
 
     /// Completions and subscriptions are allowed only on what the principal may get or read;
@@ -855,7 +879,8 @@ impl Gateway {
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert("uri".into(), route.original.into());
         }
-        let resp = self.dispatch(caller, route.upstream, req).await?;
+        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+        self.sanitise_answer(self.upstream_name(route.upstream), method, &mut resp);
         if let (Some(s), None) = (caller.session(), resp.get("error")) {
             let mut subs = lock(&s.subscriptions);
             if method == "resources/subscribe" { subs.insert(uri) } else { subs.remove(&uri) };
@@ -884,10 +909,14 @@ impl Gateway {
     /// Methods the gateway does not know are relayed untouched when there is exactly one
     /// upstream to own them.
     async fn passthrough(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
-        if self.slots.len() != 1 {
+        // Tasks live on the gateway's shared upstream connection, not per principal, and their
+        // results would skip the call's post-processing: never relayed.
+        if self.slots.len() != 1 || method.starts_with("tasks/") {
             return Err(CallError::MethodNotFound(method.into()));
         }
-        Ok(Reply::Message(self.dispatch(caller, 0, req).await?))
+        let mut resp = self.dispatch(caller, 0, req).await?;
+        self.sanitise_answer(self.upstream_name(0), method, &mut resp);
+        Ok(Reply::Message(resp))
     }
 
     async fn list_resources(&self, caller: &Caller, method: &str, key: &str) -> Result<Reply, CallError> {
@@ -903,6 +932,7 @@ impl Gateway {
                 Ok(items) => {
                     let mut wrapped = json!({ key: items });
                     catalog::namespace_uris(&self.spaces[i], &mut wrapped);
+                    self.sanitise_answer(up.name(), method, &mut wrapped);
                     if let Some(Value::Array(items)) = wrapped.get_mut(key).map(Value::take) {
                         all.extend(items.into_iter().filter(|r| self.may_read(&caller.principal, "resources/read", &cat, r.get("uri").and_then(Value::as_str).unwrap_or_default())));
                     }
@@ -1163,6 +1193,10 @@ impl Gateway {
             s.send_standalone(msg.clone());
         }
         let _ = self.changes.send(msg);
+    }
+
+    fn upstream_name(&self, idx: usize) -> &str {
+        self.slots.get(idx).map_or("", |s| s.cfg.name.as_str())
     }
 
     fn upstream_index(&self, name: &str) -> Option<usize> {

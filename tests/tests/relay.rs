@@ -80,6 +80,49 @@ async fn results_are_cleaned_in_every_key_and_at_any_depth() {
     g.stop().await;
 }
 
+/// An upstream's error reaches the model as surely as its result: it is cleaned the same way,
+/// whether it answers a call or a method relayed as is, and its data is labelled like a
+/// result's (a later call that copies it is traced to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_cleaned_and_labelled_like_results() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let secret = "the quarterly numbers are under embargo until friday noon";
+    let r = c.call("up0__echo", json!({"fail": true, "text": "no\u{1B}[2J\u{E0041}", "leak": secret, "k\u{200B}": 1})).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    assert_eq!(r["error"]["message"], "no[hidden: A]");
+    assert_eq!(r["error"]["data"]["leak"], secret);
+    assert_eq!(r["error"]["data"]["k"], 1, "keys are cleaned too: {r}");
+    let scope = format!("s:{}", c.session.clone().unwrap());
+    let report = g.gw.labels.report(&scope).await.unwrap().unwrap();
+    assert_eq!(report["results"], 1, "the error was recorded: {report}");
+    assert_eq!(report["session"]["trusted"], false, "an upstream's error is untrusted like its results: {report}");
+    assert!(report["recent"][0]["origin"].as_str().unwrap().starts_with("up0/echo#1"), "{report}");
+    // A relayed method's error is cleaned as well.
+    let r = c.request("vendor/cust\u{202E}om", Some(json!({}))).await.unwrap().response;
+    assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom", "{r}");
+    g.stop().await;
+}
+
+/// The gateway declares no tasks: a task-augmented call reaches the upstream as a plain call
+/// (so its result is post-processed like any other), and `tasks/*` methods, which would reach
+/// other principals' tasks on the shared upstream connection, are never relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_never_reach_an_upstream() {
+    let g = gateway(1, "10s").await;
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let r = c.request("tools/call", Some(json!({"name": "up0__echo", "arguments": {"text": "hi"}, "task": {"ttl": 60000}}))).await.unwrap().response;
+    let seen = &r["result"]["structuredContent"]["params"];
+    assert_eq!(seen["arguments"], json!({"text": "hi"}), "{r}");
+    assert!(seen.get("task").is_none(), "the task request was stripped: {r}");
+    for m in ["tasks/list", "tasks/get", "tasks/result", "tasks/cancel"] {
+        let r = c.request(m, Some(json!({"taskId": "t1"}))).await.unwrap().response;
+        assert_eq!(r["error"]["code"], -32601, "{m}: {r}");
+        assert!(r["error"].get("data").is_none_or(|d| d.get("x-echo-method").is_none()), "{m} reached the upstream: {r}");
+    }
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_across_upstreams_and_sessions_are_never_cross_wired() {
     let g = gateway(3, "20s").await;

@@ -110,6 +110,10 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
             let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             match name {
+                // `fail`: the text comes back as a JSON-RPC error's message, the arguments as its data.
+                "echo" if args.get("fail") == Some(&Value::Bool(true)) => {
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": args.get("text").and_then(Value::as_str).unwrap_or("failed"), "data": args}})
+                }
                 "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "pid": std::process::id(), "params": params}})),
                 "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner), "hung": *fx.hung.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
                 "work" => {
