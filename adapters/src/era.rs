@@ -233,6 +233,26 @@ pub fn decode_header_value(v: &str) -> Option<String> {
     }
 }
 
+/// The `Mcp-Param-*` headers a tool call carries to a 2026-07-28 upstream: one for each
+/// top-level property whose schema (the upstream's own) carries `"x-mcp-header"` and whose
+/// argument is a string, number or boolean, encoded as [`check_param_headers`] reads them.
+/// Built from the arguments as sent, never copied from the client's request.
+pub fn param_headers(input_schema: &Value, arguments: Option<&Value>) -> Vec<(String, String)> {
+    let Some(props) = input_schema.get("properties").and_then(Value::as_object) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (arg, prop) in props {
+        let Some(token) = prop.get("x-mcp-header").and_then(Value::as_str) else { continue };
+        let value = match arguments.and_then(|a| a.get(arg)) {
+            Some(Value::String(s)) => encode_header_value(s),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        out.push((format!("mcp-param-{}", token.to_ascii_lowercase()), value));
+    }
+    out
+}
+
 /// Checks `Mcp-Param-*` headers against a tool call's arguments: every top-level property whose
 /// schema carries `"x-mcp-header": "<Token>"` must be mirrored by an `Mcp-Param-<Token>` header
 /// with the same value, and vice versa. `headers` are (lower-case name, raw value) pairs.
@@ -272,6 +292,23 @@ pub fn check_param_headers(input_schema: &Value, arguments: Option<&Value>, head
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the gateway sends upstream is what a 2026-07-28 server checks: every mirrored
+    /// argument, whatever its characters, passes [`check_param_headers`]; a changed one fails.
+    #[test]
+    fn built_param_headers_pass_the_servers_check() {
+        let schema = json!({"properties": {"region": {"type": "string", "x-mcp-header": "Region"}, "n": {"type": "number", "x-mcp-header": "N"}, "on": {"type": "boolean", "x-mcp-header": "On"}, "free": {"type": "string"}}});
+        for region in ["eu", " padded ", "naïve", "=?base64?x?=", "", "line\nbreak"] {
+            let args = json!({"region": region, "n": 2.5, "on": true, "free": "x"});
+            let h = param_headers(&schema, Some(&args));
+            assert_eq!(h.len(), 3, "{h:?}");
+            assert!(h.iter().all(|(k, _)| k.starts_with("mcp-param-")), "{h:?}");
+            assert_eq!(check_param_headers(&schema, Some(&args), &h), Ok(()), "{region:?}");
+            let other = json!({"region": format!("{region}x"), "n": 2.5, "on": true});
+            assert!(check_param_headers(&schema, Some(&other), &h).is_err());
+        }
+        assert!(param_headers(&schema, Some(&json!({"free": "x"}))).is_empty());
+    }
 
     #[test]
     fn param_headers_mirror_arguments() {

@@ -50,7 +50,8 @@ pub struct Caller {
     /// Messages related to this request (progress, logging, server→client requests) go here:
     /// the POST's SSE stream, or stdout.
     pub out: mpsc::Sender<Value>,
-    /// `Mcp-Param-*` headers the client sent, forwarded to a 2026-07-28 upstream.
+    /// `Mcp-Param-*` headers the client sent, checked against its arguments. Never forwarded:
+    /// a 2026-07-28 upstream gets headers the gateway builds from the arguments it sends.
     pub forward_headers: Vec<(String, String)>,
 }
 
@@ -492,13 +493,21 @@ impl Gateway {
         let labelled = matches!(method, "tools/call" | "resources/read") && self.labels.enabled();
         let digest = (labelled && self.audit.is_on()).then(|| format!("sha256:{}", hex::encode(info.digest())));
 
+        // A 2026-07-28 upstream's `Mcp-Param-*` headers are the gateway's own, mirrored from
+        // the arguments as sent (operator-fixed values included) per the upstream's schema; the
+        // client's were checked above and never travel.
+        let param_headers = match route.def.get("inputSchema") {
+            Some(schema) if method == "tools/call" => era::param_headers(schema, arguments),
+            _ => Vec::new(),
+        };
+
         // Stage "dispatch": rewrite the name back to the upstream's and send. The client's own
         // credentials never travel: upstream requests carry only operator-configured headers.
         let key = if method == "resources/read" { "uri" } else { "name" };
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert(key.into(), route.original.clone().into());
         }
-        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+        let mut resp = self.dispatch(caller, route.upstream, req, &param_headers).await?;
 
         // Stage "post-process": namespace the URIs the result carries, and clean every string
         // of the answer (result or error) of what a reviewer cannot see but the model reads.
@@ -719,11 +728,13 @@ impl Gateway {
     /// Sends a request to an upstream and relays everything the upstream says about it until
     /// the response arrives. For a legacy client facing a 2026-07-28 upstream it also drives
     /// MRTR rounds (`input_required`) by asking the client through ordinary server requests.
-    async fn dispatch(&self, caller: &Caller, idx: usize, req: Value) -> Result<Value, CallError> {
+    /// Sends a request upstream (answering input rounds for legacy clients); `headers` are the
+    /// call's `Mcp-Param-*` headers for a 2026-07-28 upstream.
+    async fn dispatch(&self, caller: &Caller, idx: usize, req: Value, headers: &[(String, String)]) -> Result<Value, CallError> {
         let up = self.upstream_for(caller, idx).await?;
         let mut req = req;
         for _round in 0..MAX_INPUT_ROUNDS {
-            let resp = self.dispatch_once(caller, &up, req.clone()).await?;
+            let resp = self.dispatch_once(caller, &up, req.clone(), headers).await?;
             let needs_input = resp.get("result").and_then(|r| r.get("resultType")).and_then(Value::as_str) == Some("input_required");
             let Some(session) = caller.session().filter(|_| needs_input) else { return Ok(resp) };
             // A legacy client cannot see `input_required`: ask it each question as a server
@@ -754,14 +765,14 @@ impl Gateway {
         Err(CallError::InvalidRequest(format!("more than {MAX_INPUT_ROUNDS} input rounds")))
     }
 
-    async fn dispatch_once(&self, caller: &Caller, up: &Upstream, req: Value) -> Result<Value, CallError> {
+    async fn dispatch_once(&self, caller: &Caller, up: &Upstream, req: Value, headers: &[(String, String)]) -> Result<Value, CallError> {
         let (rel_tx, mut rel_rx) = mpsc::channel(64);
         let opts = CallOpts {
             related: Some(rel_tx),
             envelope: Envelope {
                 client_capabilities: Some(caller.capabilities()),
                 log_level: caller.session().and_then(|s| lock(&s.log_level).clone()),
-                headers: caller.forward_headers.clone(),
+                headers: headers.to_vec(),
             },
             timeout: None,
             prefer_legacy: !caller.is_stateless(),
@@ -856,7 +867,7 @@ impl Gateway {
         if let Some(rf) = jsonrpc::params_mut(&mut req).and_then(|p| p.get_mut("ref")).and_then(Value::as_object_mut) {
             rf.insert(key.into(), route.original.into());
         }
-        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+        let mut resp = self.dispatch(caller, route.upstream, req, &[]).await?;
         self.sanitise_answer(self.upstream_name(route.upstream), "completion/complete", &mut resp);
         Ok(Reply::Message(resp))
     }
@@ -879,7 +890,7 @@ impl Gateway {
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert("uri".into(), route.original.into());
         }
-        let mut resp = self.dispatch(caller, route.upstream, req).await?;
+        let mut resp = self.dispatch(caller, route.upstream, req, &[]).await?;
         self.sanitise_answer(self.upstream_name(route.upstream), method, &mut resp);
         if let (Some(s), None) = (caller.session(), resp.get("error")) {
             let mut subs = lock(&s.subscriptions);
@@ -914,7 +925,7 @@ impl Gateway {
         if self.slots.len() != 1 || method.starts_with("tasks/") {
             return Err(CallError::MethodNotFound(method.into()));
         }
-        let mut resp = self.dispatch(caller, 0, req).await?;
+        let mut resp = self.dispatch(caller, 0, req, &[]).await?;
         self.sanitise_answer(self.upstream_name(0), method, &mut resp);
         Ok(Reply::Message(resp))
     }

@@ -123,6 +123,68 @@ async fn tasks_never_reach_an_upstream() {
     g.stop().await;
 }
 
+/// A 2026-07-28 upstream's `Mcp-Param-*` headers are built by the gateway from the arguments it
+/// sends and the upstream's own schema: an operator-fixed value is mirrored as fixed (whatever
+/// header the client sent for it), a header no schema declares never travels, and a legacy
+/// client's call carries them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn param_headers_sent_upstream_are_built_from_the_arguments_sent() {
+    use axum::http::HeaderMap;
+    type Seen = Arc<std::sync::Mutex<Vec<Vec<(String, String)>>>>;
+    let seen: Seen = Arc::default();
+    async fn post(axum::extract::State(seen): axum::extract::State<Seen>, headers: HeaderMap, body: String) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let msg: Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(id) = msg.get("id").cloned() else { return axum::http::StatusCode::ACCEPTED.into_response() };
+        let result = match msg["method"].as_str().unwrap_or_default() {
+            "server/discover" => json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "serverInfo": {"name": "modern", "version": "1"}}),
+            "tools/list" => json!({"tools": [{"name": "transfer", "description": "Moves money.", "inputSchema": {"type": "object", "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"},
+                "account": {"type": "string", "x-mcp-header": "Account"},
+                "amount": {"type": "integer"}}}}]}),
+            "tools/call" => {
+                let params: Vec<(String, String)> = headers.iter().filter(|(k, _)| k.as_str().starts_with("mcp-param-")).map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned())).collect();
+                seen.lock().unwrap().push(params);
+                json!({"content": [{"type": "text", "text": "ok"}], "structuredContent": {"arguments": msg["params"]["arguments"]}})
+            }
+            m => json!({"error": {"code": -32601, "message": format!("method not found: {m}")}}),
+        };
+        let mut answer = json!({"jsonrpc": "2.0", "id": id});
+        match result.get("error") {
+            Some(e) => answer["error"] = e.clone(),
+            None => answer["result"] = result,
+        }
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], answer.to_string()).into_response()
+    }
+    let app = axum::Router::new().route("/mcp", axum::routing::post(post)).with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = format!("[[upstream]]\nname = \"bank\"\ntransport = \"http\"\nurl = \"http://{up}/mcp\"\n[upstream.tools.transfer]\nfixed_arguments = {{ account = \"corp-001\" }}\n");
+    let g = TestGateway::start(&cfg).await.unwrap();
+
+    // A legacy client: the upstream still gets the headers its schema asks for.
+    let legacy = Client::legacy(&g.url()).await.unwrap();
+    let r = legacy.call("bank__transfer", json!({"region": "eu", "amount": 5})).await.unwrap().response;
+    assert_eq!(r["result"]["structuredContent"]["arguments"], json!({"region": "eu", "amount": 5, "account": "corp-001"}), "{r}");
+    let mut got = seen.lock().unwrap().pop().unwrap();
+    got.sort();
+    assert_eq!(got, [("mcp-param-account".to_owned(), "corp-001".to_owned()), ("mcp-param-region".to_owned(), "eu".to_owned())]);
+
+    // A 2026 client that sends a header for the fixed argument and one no schema declares.
+    let modern = Client::stateless(&g.url());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "bank__transfer", "arguments": {"region": "us", "amount": 7},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "bank__transfer"), ("mcp-param-region", "us"), ("mcp-param-account", "victim-999"), ("mcp-param-evil", "x")];
+    let (status, r) = modern.post_raw(body.to_string().into_bytes(), &headers).await.unwrap();
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["arguments"]["account"], "corp-001", "{r}");
+    let mut got = seen.lock().unwrap().pop().unwrap();
+    got.sort();
+    assert_eq!(got, [("mcp-param-account".to_owned(), "corp-001".to_owned()), ("mcp-param-region".to_owned(), "us".to_owned())], "only the gateway's own headers");
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_across_upstreams_and_sessions_are_never_cross_wired() {
     let g = gateway(3, "20s").await;
