@@ -69,24 +69,46 @@ impl LabelStore {
         format!("clawgate:labels:{scope}")
     }
 
-    fn mirror(&self, scope: &str) -> Arc<Mutex<Mirror>> {
+    /// The scope's mirror, made on first use. At [`MAX_SCOPES`] the least recently used scope
+    /// that can be dropped without losing anything goes: with a shared store any (it is
+    /// replayed on next use), in memory only one that recorded no result, since its labels
+    /// exist nowhere else and its session's later calls would pass as untainted. With none,
+    /// the new scope is refused and its call denied (fail closed).
+    fn mirror(&self, scope: &str) -> Result<Arc<Mutex<Mirror>>, StoreError> {
         let mut m = lock(&self.mirrors);
         if let Some(x) = m.get(scope) {
-            return Arc::clone(x);
+            return Ok(Arc::clone(x));
         }
-        if m.len() >= MAX_SCOPES
-            && let Some(oldest) = m.iter().min_by_key(|(_, v)| lock(v).last_used).map(|(k, _)| k.clone())
-        {
-            m.remove(&oldest);
+        if m.len() >= MAX_SCOPES {
+            let shared = self.redis.is_some();
+            let droppable = m
+                .iter()
+                .filter_map(|(k, v)| {
+                    let v = lock(v);
+                    (shared || v.labels.result_count() == 0).then(|| (v.last_used, k.clone()))
+                })
+                .min();
+            match droppable {
+                Some((_, k)) => {
+                    m.remove(&k);
+                }
+                None => return Err(StoreError(format!("all {MAX_SCOPES} label scopes hold labels; a new session can trace calls once others close or their labels expire"))),
+            }
         }
         let x = Arc::new(Mutex::new(Mirror { labels: SessionLabels::new(self.cfg.max_fields, self.cfg.min_match_len), applied: 0, last_used: Instant::now() }));
         m.insert(scope.to_owned(), Arc::clone(&x));
-        x
+        Ok(x)
+    }
+
+    /// Forgets a closed session's scope: its id is never used again, so its labels can go at
+    /// once instead of holding a slot until the TTL. (A shared log expires by its own TTL.)
+    pub fn forget(&self, scope: &str) {
+        lock(&self.mirrors).remove(scope);
     }
 
     /// Brings the scope's mirror up to date with the shared log (a no-op in memory).
     async fn sync(&self, scope: &str) -> Result<Arc<Mutex<Mirror>>, StoreError> {
-        let mirror = self.mirror(scope);
+        let mirror = self.mirror(scope)?;
         let Some(redis) = &self.redis else { return Ok(mirror) };
         let from = lock(&mirror).applied;
         let key = Self::key(scope);
@@ -131,7 +153,7 @@ impl LabelStore {
     /// Records a result: labels it and appends it to the scope (shared log first, then the
     /// mirror). An error means the result must not reach the client.
     pub async fn record(&self, scope: &str, origin: &str, tool: &str, declared: bool, result: &Value) -> Result<(), StoreError> {
-        let mirror = self.mirror(scope);
+        let mirror = self.mirror(scope)?;
         let seq = lock(&mirror).labels.result_count() + 1;
         let rule = self.rule(tool).and_then(|t| t.output.as_ref());
         let batch = label_result(&LabelInput { origin: format!("{origin}#{seq}"), rule, declared }, result);
@@ -199,5 +221,42 @@ impl LabelStore {
     pub fn sweep(&self) {
         let ttl = self.cfg.ttl;
         lock(&self.mirrors).retain(|_, m| lock(m).last_used.elapsed() < ttl);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+    use clawgate_policies::labels::{ArgRoles, IntentValues};
+    use serde_json::json;
+
+    /// In memory a scope's labels exist nowhere else: a full table never drops one that holds
+    /// any (that would let its session's next call pass as untainted). It refuses the new scope
+    /// instead, drops only scopes that recorded nothing, and a closed session frees its slot.
+    #[tokio::test]
+    async fn a_full_table_never_drops_labels_it_cannot_get_back() {
+        let store = LabelStore::new(&LabelsConfig::default()).unwrap();
+        let result = json!({"structuredContent": {"memo": "private words only the first sessions saw"}});
+        for i in 0..MAX_SCOPES {
+            store.record(&format!("s:{i}"), "up/read", "up__read", false, &result).await.unwrap();
+        }
+        let none = Vec::<String>::new();
+        let intent = IntentValues::new(none.iter());
+        let trace = |scope: &'static str| {
+            let store = &store;
+            let intent = &intent;
+            async move { store.trace(scope, Some(&json!({"body": "hello"})), intent, &ArgRoles::default()).await }
+        };
+        assert!(trace("s:new").await.is_err(), "a new scope is refused, so its call is denied");
+        assert_eq!(store.scopes().len(), MAX_SCOPES);
+        assert_eq!(store.report("s:0").await.unwrap().unwrap()["results"], 1, "the oldest kept its labels");
+        // A closed session's scope frees its slot.
+        store.forget("s:0");
+        assert!(trace("s:new").await.is_ok());
+        // The table is full again; the one scope that recorded nothing is the one that goes.
+        assert!(trace("s:other").await.is_ok());
+        let scopes = store.scopes();
+        assert!(!scopes.contains(&"s:new".to_owned()) && scopes.contains(&"s:other".to_owned()) && scopes.contains(&"s:1".to_owned()));
     }
 }

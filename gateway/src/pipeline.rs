@@ -203,6 +203,13 @@ impl Gateway {
         self.closing.send_replace(true);
     }
 
+    /// Closes a session that left the table (deleted, or idle too long): its upstream children
+    /// and streams end, and its label scope is forgotten at once.
+    pub async fn end_session(&self, s: &Session) {
+        s.close().await;
+        self.labels.forget(&session_scope(&s.id));
+    }
+
     /// Stops every upstream (children get SIGTERM, then SIGKILL) and closes all sessions.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
@@ -1270,9 +1277,14 @@ enum Reply {
 
 /// The label scope of a caller: its session, or (2026-07-28, no session) its credential, so
 /// that one token's calls share labels across requests and replicas.
+/// A session's label scope.
+fn session_scope(id: &str) -> String {
+    format!("s:{id}")
+}
+
 fn label_scope(caller: &Caller) -> String {
     match caller.session() {
-        Some(s) => format!("s:{}", s.id),
+        Some(s) => session_scope(&s.id),
         None => format!("c:{}", hex::encode(&caller.principal.credential()[..16])),
     }
 }
@@ -1510,7 +1522,7 @@ async fn sweep_loop(gw: std::sync::Weak<Gateway>) {
         let Some(gw) = gw.upgrade() else { return };
         for s in gw.sessions.sweep() {
             tracing::debug!(session = %s.id, "idle session closed");
-            s.close().await;
+            gw.end_session(&s).await;
         }
         gw.labels.sweep();
     }

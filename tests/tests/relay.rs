@@ -407,8 +407,12 @@ async fn session_lifecycle() {
     let g = gateway(1, "10s").await;
     let c = Client::legacy(&g.url()).await.unwrap();
     assert_eq!(c.session.as_ref().unwrap().len(), 32);
+    c.call("up0__echo", json!({"text": "hi"})).await.unwrap();
+    let scope = format!("s:{}", c.session.clone().unwrap());
+    assert!(g.gw.labels.scopes().contains(&scope), "the call opened the session's label scope");
     let r = c.http.delete(&c.url).header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert!(!g.gw.labels.scopes().contains(&scope), "a deleted session's label scope is forgotten at once");
     let (s, _) = c.post_raw(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec(), &[]).await.unwrap();
     assert_eq!(s, 404, "a deleted session is gone");
     let raw = reqwest::Client::new();

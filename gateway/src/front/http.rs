@@ -666,7 +666,7 @@ async fn handle_delete(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     };
     match app.gw.sessions.remove(&id) {
         Some(s) => {
-            s.close().await;
+            app.gw.end_session(&s).await;
             StatusCode::OK.into_response()
         }
         None => error_response(&CallError::UnknownSession, Value::Null),
