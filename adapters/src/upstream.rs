@@ -599,8 +599,15 @@ async fn route_message(inner: &Inner, mut msg: Value, related_to: Option<u64>, r
                 progress_owner(inner, &mut msg)
             } else if method.ends_with("/list_changed") || method == "notifications/resources/updated" {
                 None
+            } else if related_to.is_some() {
+                related_to
+            } else if responder.conn.upgrade().is_some_and(|c| matches!(&*c, Conn::Stdio(_))) {
+                // Only stdio cannot say: over HTTP a message outside any response stream (the
+                // GET or listen stream) is about no call, and guessing would hand one session's
+                // messages to another's call.
+                sole_inflight(inner)
             } else {
-                related_to.or_else(|| sole_inflight(inner))
+                None
             };
             let sink = target.and_then(|id| lock(&inner.pending).get(&id).and_then(|p| p.related.clone()));
             let related = match kind {

@@ -185,6 +185,61 @@ async fn param_headers_sent_upstream_are_built_from_the_arguments_sent() {
     g.stop().await;
 }
 
+/// Over HTTP, what a shared upstream sends on its GET stream belongs to no call: it never
+/// lands in the one call that happens to be in flight (another session's data could).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstreams_stray_messages_never_reach_the_call_in_flight() {
+    use axum::response::IntoResponse;
+    type Push = tokio::sync::broadcast::Sender<String>;
+    let (push, _) = tokio::sync::broadcast::channel::<String>(16);
+    async fn post(axum::extract::State(push): axum::extract::State<Push>, body: String) -> axum::response::Response {
+        let msg: Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(id) = msg.get("id").cloned() else { return axum::http::StatusCode::ACCEPTED.into_response() };
+        let result = match msg["method"].as_str().unwrap_or_default() {
+            "initialize" => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "logging": {}}, "serverInfo": {"name": "chatty", "version": "1"}}),
+            "tools/list" => json!({"tools": [{"name": "slow", "description": "Takes a while.", "inputSchema": {"type": "object"}}]}),
+            "tools/call" => {
+                // While the call runs, the server talks on its GET stream about something else.
+                let stray = [
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "another session's secret"}}),
+                    json!({"jsonrpc": "2.0", "id": "srv-1", "method": "roots/list"}),
+                ];
+                for m in stray {
+                    let _ = push.send(format!("event: message\ndata: {m}\n\n"));
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                json!({"content": [{"type": "text", "text": "done"}]})
+            }
+            _ => json!({}),
+        };
+        let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        ([(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::HeaderName::from_static("mcp-session-id"), "up-session-1")], answer).into_response()
+    }
+    async fn get(axum::extract::State(push): axum::extract::State<Push>) -> axum::response::Response {
+        let rx = push.subscribe();
+        let events = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.ok().map(|e| (Ok::<_, std::io::Error>(e), rx)) });
+        ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(events)).into_response()
+    }
+    let app = axum::Router::new().route("/mcp", axum::routing::post(post).get(get)).with_state(push.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let g = TestGateway::start(&format!("[[upstream]]\nname = \"chatty\"\ntransport = \"http\"\nurl = \"http://{up}/mcp\"\n")).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    // The gateway's GET stream is open once the upstream has a subscriber.
+    for _ in 0..100 {
+        if push.receiver_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(push.receiver_count() > 0, "the gateway opened the upstream's GET stream");
+    let r = c.call("chatty__slow", json!({})).await.unwrap();
+    assert_eq!(r.response["result"]["content"][0]["text"], "done", "{:?}", r.response);
+    assert!(r.related.is_empty(), "nothing from the GET stream reached the call: {:?}", r.related);
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_across_upstreams_and_sessions_are_never_cross_wired() {
     let g = gateway(3, "20s").await;
