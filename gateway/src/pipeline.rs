@@ -370,14 +370,14 @@ impl Gateway {
             }
             "notifications/roots/list_changed" => {
                 for i in 0..self.slots.len() {
-                    if let Ok(up) = self.upstream_for(caller, i).await {
+                    if let Some(up) = self.running_upstream_for(caller, i) {
                         let _ = up.notify(msg.clone()).await;
                     }
                 }
             }
             other => {
                 if self.slots.len() == 1 {
-                    if let Ok(up) = self.upstream_for(caller, 0).await {
+                    if let Some(up) = self.running_upstream_for(caller, 0) {
                         let _ = up.notify(msg.clone()).await;
                     }
                 } else {
@@ -853,6 +853,17 @@ impl Gateway {
         Ok(own.entry(idx).or_insert(up).clone())
     }
 
+    /// The upstream a caller's message would go to, but only if it is running already: a
+    /// notification or a log level never starts a per-session child (a client could otherwise
+    /// start one per session without any call being allowed).
+    fn running_upstream_for(&self, caller: &Caller, idx: usize) -> Option<Upstream> {
+        let slot = self.slots.get(idx)?;
+        match caller.session().filter(|_| slot.per_session) {
+            Some(session) => lock(&session.own_upstreams).get(&idx).cloned(),
+            None => Some(slot.shared.clone()),
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Other routed methods
 
@@ -912,7 +923,7 @@ impl Gateway {
             *lock(&s.log_level) = level;
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            let Ok(up) = self.upstream_for(caller, i).await else { continue };
+            let Some(up) = self.running_upstream_for(caller, i) else { continue };
             let logs = up.info().await.is_ok_and(|info| info.capabilities.get("logging").is_some());
             if logs {
                 let opts = CallOpts { prefer_legacy: !caller.is_stateless(), ..CallOpts::default() };
