@@ -81,7 +81,7 @@ struct ToolSchemas {
 }
 
 /// What one tool in the catalog looks like to the decide stage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolInput {
     pub meta: clawgate_policies::cedar::ToolMeta,
     pub stricter: Option<Value>,
@@ -99,6 +99,11 @@ pub struct AuthzState {
     sources: Arc<Vec<PolicySource>>,
     opts: EngineOptions,
     schemas: HashMap<String, ToolSchemas>,
+    /// The tools the engine was built for, as it saw them.
+    built_for: Arc<HashMap<String, ToolInput>>,
+    /// Tools whose definition is not the one the engine was built for, after a rebuild for
+    /// the new tool set failed: every call to them is denied until a rebuild succeeds.
+    stale: Arc<std::collections::HashSet<String>>,
 }
 
 /// Authentication and decisions, swapped atomically on reload.
@@ -214,6 +219,8 @@ impl Authz {
                 sources: Arc::new(Vec::new()),
                 opts: EngineOptions::default(),
                 schemas: HashMap::new(),
+                built_for: Arc::default(),
+                stale: Arc::default(),
             })),
             // Until the upstreams are listed, the engine knows their names but not their tools.
             inventory: Mutex::new((
@@ -281,6 +288,7 @@ impl Authz {
             return Err(format!("{}: key `labels.enabled`: labels are off, but policy `{id}` reads context.labels (it would never see a label, so it could never deny)", cfg.source.display()));
         }
         let schemas = self.schemas_for(&inv.1);
+        let built_for = Arc::new(inv.1.iter().map(|t| (t.meta.name.clone(), t.clone())).collect());
         if let Some(e) = &engine {
             for w in &e.warnings {
                 tracing::info!(target: "clawgate::policy", "{w}");
@@ -291,15 +299,16 @@ impl Authz {
         let mut guard = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = guard.generation + 1;
         let anonymous = Arc::clone(&guard.anonymous);
-        *guard = Arc::new(AuthzState { generation, verifier, api_keys, anonymous, engine, mode, sources: Arc::new(sources), opts, schemas });
+        *guard = Arc::new(AuthzState { generation, verifier, api_keys, anonymous, engine, mode, sources: Arc::new(sources), opts, schemas, built_for, stale: Arc::default() });
         drop(guard);
         drop(inv);
         Ok(generation)
     }
 
     /// Rebuilds the engine for a new tool set with the policies in force. If the policies do
-    /// not validate against the new tools, the last good state stays (calls to tools it does
-    /// not know are denied) and the error is returned.
+    /// not validate against the new tools, the last good engine stays, arguments are checked
+    /// against the new schemas, calls to tools it was not built for as they now are (new or
+    /// changed) are denied, and the error is returned.
     pub fn retool(&self, inventory: Inventory, tools: Vec<ToolInput>) -> Result<u64, String> {
         let mut inv = self.inventory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.state();
@@ -310,8 +319,17 @@ impl Authz {
             None => Ok(None),
         };
         let schemas = self.schemas_for(&tools);
+        // On failure the engine in force stays, arguments are checked against the schemas the
+        // upstreams now publish, and every tool the engine does not know as it now is, is
+        // denied: its policies were written against a definition that is gone.
+        let (engine, built_for, stale, outcome) = match built {
+            Ok(engine) => (engine, Arc::new(tools.iter().map(|t| (t.meta.name.clone(), t.clone())).collect()), Arc::default(), Ok(())),
+            Err(e) => {
+                let stale: std::collections::HashSet<String> = tools.iter().filter(|t| old.built_for.get(&t.meta.name) != Some(*t)).map(|t| t.meta.name.clone()).collect();
+                (old.engine.clone(), Arc::clone(&old.built_for), Arc::new(stale), Err(e))
+            }
+        };
         *inv = (inventory, tools);
-        let engine = built?;
         let mut guard = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let cur = &**guard;
         let state = AuthzState {
@@ -324,12 +342,14 @@ impl Authz {
             sources: Arc::clone(&cur.sources),
             opts: cur.opts,
             schemas,
+            built_for,
+            stale,
         };
         let generation = state.generation;
         *guard = Arc::new(state);
         drop(guard);
         drop(inv);
-        Ok(generation)
+        outcome.map(|()| generation)
     }
 
     fn schemas_for(&self, tools: &[ToolInput]) -> HashMap<String, ToolSchemas> {
@@ -374,6 +394,9 @@ impl Authz {
         let Some(engine) = &state.engine else {
             return Decision::deny(decision::DenyReason::NoPermit, EngineKind::Cedar, "no [policy] is configured, so every call is denied");
         };
+        if state.stale.contains(tool) {
+            return Decision::deny(decision::DenyReason::EngineError, EngineKind::Cedar, "the tool's definition changed and the policies in force could not be rebuilt for it (see the policy.rejected record); it is refused until a policy reload fits it");
+        }
         let token = match (p, &state.verifier) {
             (Principal::Token(t), Some(v)) => Some(v.authorize_token(t, &CallFacts { tool, upstream, arguments: args, now })),
             (Principal::Token(_), None) => Some(Err(TokenDenial::BadSignature)),
@@ -515,5 +538,40 @@ mod tests {
         assert!(Authz::new(&cfg("permit (principal, action, resource) when { context has time };")).is_ok());
         let on = crate::config::Config::parse("[policy]\ninline = 'forbid (principal, action, resource) when { context has labels };'\n", std::path::Path::new("gw.toml"), std::path::Path::new("/"), &|_| None).unwrap();
         assert!(Authz::new(&on).is_ok());
+    }
+
+    /// A tool whose new definition the policies in force do not validate against is checked
+    /// against its new schema and refused outright, never judged by policies written for the
+    /// definition that is gone; once the definition fits again, it is allowed again.
+    #[test]
+    fn a_changed_tool_the_policies_no_longer_fit_is_denied_until_they_do() {
+        use clawgate_policies::cedar::{ToolAttrs, ToolMeta, UpstreamMeta};
+        use clawgate_policies::labels::LabelView;
+        let text = "[policy]\ninline = 'permit (principal, action == Action::\"u__send\", resource) when { context.args.to like \"*@corp.example\" };'\n[[upstream]]\nname = \"u\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\n";
+        let cfg = crate::config::Config::parse(text, std::path::Path::new("gw.toml"), std::path::Path::new("/"), &|_| None).unwrap();
+        let authz = Authz::new(&cfg).unwrap();
+        let tool = |schema: Value| ToolInput { meta: ToolMeta { name: "u__send".into(), upstream: "u".into(), input_schema: schema, attrs: ToolAttrs::default(), groups: Vec::new() }, stricter: None };
+        let inv = |t: &ToolInput| Inventory { upstreams: vec![UpstreamMeta { name: "u".into(), trusted: false, known: true, prefix: "u".into() }], tools: vec![t.meta.clone()], prompts: Vec::new() };
+        let p = Principal::anonymous().unwrap();
+        let view = LabelView::empty(false);
+        let now = SystemTime::now();
+        let decide = |args: Value| {
+            let st = authz.state();
+            authz.decide_tool(&st, &p, "u__send", "u", Some(&args), &view, now)
+        };
+        let v1 = tool(serde_json::json!({"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}));
+        authz.retool(inv(&v1), vec![v1.clone()]).unwrap();
+        assert!(matches!(decide(serde_json::json!({"to": "a@corp.example"})), Decision::Allow { .. }));
+        // `to` becomes a number: the policy no longer validates, so the rebuild fails.
+        let v2 = tool(serde_json::json!({"type": "object", "properties": {"to": {"type": "integer"}}, "required": ["to"]}));
+        assert!(authz.retool(inv(&v2), vec![v2.clone()]).is_err());
+        let st = authz.state();
+        assert!(authz.check_args(&st, "u__send", Some(&serde_json::json!({"to": "a@corp.example"}))).is_err(), "the new schema is the one checked");
+        assert!(authz.check_args(&st, "u__send", Some(&serde_json::json!({"to": 5}))).is_ok());
+        let d = decide(serde_json::json!({"to": 5}));
+        assert!(matches!(&d, Decision::Deny(x) if x.reason == decision::DenyReason::EngineError), "{d:?}");
+        // The definition fits again: allowed again.
+        authz.retool(inv(&v1), vec![v1.clone()]).unwrap();
+        assert!(matches!(decide(serde_json::json!({"to": "a@corp.example"})), Decision::Allow { .. }));
     }
 }

@@ -1064,7 +1064,7 @@ impl Gateway {
         // tool is always one the engine can decide.
         let (inventory, tools) = self.inventory(&cat, &lists);
         if let Err(e) = self.authz.retool(inventory, tools) {
-            tracing::error!(target: "clawgate::policy", "the policies do not fit the new tool set; the last good set stays in force and calls to new tools are denied: {e}");
+            tracing::error!(target: "clawgate::policy", "the policies do not fit the new tool set; the last good set stays in force and calls to new or changed tools are denied: {e}");
             self.audit.record("policy.rejected", json!({"cause": "tool set changed", "error": e}));
         }
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cat);

@@ -79,7 +79,7 @@ impl Default for ToolAttrs {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolMeta {
     /// The name clients see (`<prefix>__<tool>`).
     pub name: String,
