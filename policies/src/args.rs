@@ -76,7 +76,8 @@ impl ArgSchema {
                     .take(MAX_ERRORS)
                     .map(|e| ArgError { path: e.instance_path().as_str().to_owned(), message: e.to_string() })
                     .collect();
-                if errs.is_empty() { Ok(()) } else { Err(errs) }
+                // The validator said invalid: that stands even if it names no error.
+                if errs.is_empty() { Err(vec![ArgError { path: String::new(), message: "the arguments do not match the tool's schema".into() }]) } else { Err(errs) }
             }
         }
     }
