@@ -735,8 +735,7 @@ impl Gateway {
     /// Sends a request to an upstream and relays everything the upstream says about it until
     /// the response arrives. For a legacy client facing a 2026-07-28 upstream it also drives
     /// MRTR rounds (`input_required`) by asking the client through ordinary server requests.
-    /// Sends a request upstream (answering input rounds for legacy clients); `headers` are the
-    /// call's `Mcp-Param-*` headers for a 2026-07-28 upstream.
+    /// `headers` are the call's `Mcp-Param-*` headers for a 2026-07-28 upstream.
     async fn dispatch(&self, caller: &Caller, idx: usize, req: Value, headers: &[(String, String)]) -> Result<Value, CallError> {
         let up = self.upstream_for(caller, idx).await?;
         let mut req = req;
