@@ -90,22 +90,23 @@ const SECRET_PATHS: &[&str] = &[
 ];
 
 /// The model-visible text of a definition: title, description, and every `description` or
-/// `title` inside its schemas.
-fn texts(def: &Value, out: &mut Vec<String>, depth: usize) {
+/// `title` inside its schemas; and every object key (property names), in `keys`.
+fn texts<'a>(def: &'a Value, out: &mut Vec<&'a str>, keys: &mut Vec<&'a str>, depth: usize) {
     if depth > 32 {
         return;
     }
     match def {
         Value::Object(map) => {
             for (k, v) in map {
+                keys.push(k);
                 match (k.as_str(), v) {
-                    ("description" | "title", Value::String(s)) => out.push(s.clone()),
-                    (_, v @ (Value::Object(_) | Value::Array(_))) => texts(v, out, depth + 1),
+                    ("description" | "title", Value::String(s)) => out.push(s),
+                    (_, v @ (Value::Object(_) | Value::Array(_))) => texts(v, out, keys, depth + 1),
                     _ => {}
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| texts(i, out, depth + 1)),
+        Value::Array(items) => items.iter().for_each(|i| texts(i, out, keys, depth + 1)),
         _ => {}
     }
 }
@@ -114,12 +115,16 @@ fn texts(def: &Value, out: &mut Vec<String>, depth: usize) {
 /// both bare and namespaced.
 pub fn inspect(def: &Value, other_tools: &[String]) -> Vec<Poison> {
     let mut found = Vec::new();
-    let mut all = Vec::new();
-    texts(def, &mut all, 0);
+    let (mut all, mut keys) = (Vec::new(), Vec::new());
+    texts(def, &mut all, &mut keys, 0);
     // Property and other key names reach the model as well; only hidden content counts there
     // (a key naming a tool or a path is ordinary).
-    hidden_in_keys(def, &mut found, 0);
-    for raw in &all {
+    for k in keys {
+        for f in sanitize_text(k).1.kinds() {
+            push(&mut found, Poison::HiddenContent(format!("{} in a key", f.as_str())));
+        }
+    }
+    for raw in all {
         let (clean, findings) = sanitize_text(raw);
         for f in findings.kinds() {
             push(&mut found, Poison::HiddenContent(f.as_str().into()));
@@ -148,24 +153,6 @@ pub fn inspect(def: &Value, other_tools: &[String]) -> Vec<Poison> {
         }
     }
     found
-}
-
-fn hidden_in_keys(def: &Value, found: &mut Vec<Poison>, depth: usize) {
-    if depth > 32 {
-        return;
-    }
-    match def {
-        Value::Object(map) => {
-            for (k, v) in map {
-                for f in sanitize_text(k).1.kinds() {
-                    push(found, Poison::HiddenContent(format!("{} in a key", f.as_str())));
-                }
-                hidden_in_keys(v, found, depth + 1);
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|i| hidden_in_keys(i, found, depth + 1)),
-        _ => {}
-    }
 }
 
 fn push(v: &mut Vec<Poison>, p: Poison) {
