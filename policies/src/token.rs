@@ -13,9 +13,19 @@
 //! - with a TTL, `check if time($t), $t <= <expiry>`.
 //!
 //! Per call the authorizer adds `call_tool("…")`, `call_upstream("…")`, `arg("name", value)` for
-//! every scalar argument, and `time(now)`, then applies
+//! every top-level argument, and `time(now)`, then applies
 //! `allow if call_tool($t), tool($t); allow if call_upstream($u), upstream($u);
 //! allow if tool("*"); deny if true`.
+//!
+//! An argument's value is the JSON value as a Biscuit term: a string, an integer (a number that
+//! is not a 64-bit integer becomes its decimal string), a boolean, `null`, an array or a map.
+//! Every argument is a fact, whatever its type, so a check can never pass vacuously because
+//! the client sent a list where the check expected a string: `reject if arg("to", $t),
+//! $t.ends_with("@evil.example")` meets an array `to` with a type error, and a type error
+//! denies the call. A check that expects lists says so: `check all arg("to", $l),
+//! $l.all($t -> $t.ends_with("@corp.example"))`. A call whose arguments are too many or too
+//! large to give the authorizer ([`MAX_ARG_FACTS`], [`MAX_ARG_TERMS`], [`MAX_ARG_DEPTH`]) is
+//! denied rather than judged on part of them.
 //!
 //! Attenuation appends a block of **checks** (`check if call_tool("demo__read_thread")`). Facts
 //! in appended blocks are not visible to the authorizer's policies (Biscuit's default scope is
@@ -28,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use biscuit_auth::builder::{AuthorizerBuilder, BlockBuilder, Term, date, string};
+use biscuit_auth::builder::{AuthorizerBuilder, BlockBuilder, MapKey, Term, date, string};
 use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey, PublicKey, UnverifiedBiscuit};
 use serde_json::Value;
@@ -331,17 +341,16 @@ impl Verifier {
 
     /// Runs the authorizer for one call under [`LIMITS`]. Any engine error is a denial.
     ///
-    /// A call with more scalar arguments than [`MAX_ARG_FACTS`] is denied rather than judged
-    /// on some of them: a `check all` or `reject if` over an argument the client pushed past
-    /// the cut-off would otherwise hold vacuously.
+    /// A call whose arguments exceed [`MAX_ARG_FACTS`], [`MAX_ARG_TERMS`] or [`MAX_ARG_DEPTH`]
+    /// is denied rather than judged on some of them: a `check all` or `reject if` over an
+    /// argument the client pushed past a cut-off would otherwise hold vacuously.
     pub fn authorize(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> Result<(), TokenDenial> {
         let Some(template) = &self.template else { return Err(TokenDenial::NotAllowed("the authorizer policies did not parse".into())) };
-        if let Some(Value::Object(args)) = call.arguments
-            && args.values().filter(|v| matches!(v, Value::String(_) | Value::Bool(_) | Value::Number(_))).count() > MAX_ARG_FACTS
-        {
-            return Err(TokenDenial::Limits);
-        }
-        run_authorizer(template.clone(), biscuit, call, true).map_err(|e| match e {
+        let args = match call.arguments {
+            Some(Value::Object(args)) => arg_facts(args)?,
+            _ => Vec::new(),
+        };
+        run_authorizer(template.clone(), biscuit, call, args).map_err(|e| match e {
             biscuit_auth::error::Token::RunLimit(_) => TokenDenial::Limits,
             biscuit_auth::error::Token::FailedLogic(l) => TokenDenial::NotAllowed(logic_reason(&l)),
             other => TokenDenial::NotAllowed(other.to_string()),
@@ -354,7 +363,7 @@ impl Verifier {
     /// with some arguments is never reported as hidden.
     pub fn may_allow(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> bool {
         let Some(template) = &self.template else { return false };
-        match run_authorizer(template.clone(), biscuit, call, false) {
+        match run_authorizer(template.clone(), biscuit, call, Vec::new()) {
             Ok(()) => true,
             Err(biscuit_auth::error::Token::FailedLogic(biscuit_auth::error::Logic::Unauthorized {
                 policy: biscuit_auth::error::MatchedPolicy::Allow(_),
@@ -368,32 +377,54 @@ impl Verifier {
     }
 }
 
-/// Most `arg(name, value)` facts one call gives the authorizer.
+/// Most `arg(name, value)` facts one call gives the authorizer: one per top-level argument.
 pub const MAX_ARG_FACTS: usize = 64;
+/// Most JSON values the arguments may hold together, counting every array item, map entry
+/// and nested value.
+pub const MAX_ARG_TERMS: usize = 1_024;
+/// Deepest nesting of arrays and maps inside one argument.
+pub const MAX_ARG_DEPTH: usize = 16;
 
-/// The `arg` fact's value for a scalar argument; `None` for objects, arrays and null.
-fn arg_term(v: &Value) -> Option<Term> {
-    Some(match v {
+/// The `arg` facts for one call's arguments, or [`TokenDenial::Limits`] when they are too many
+/// or too large to judge whole.
+fn arg_facts(args: &serde_json::Map<String, Value>) -> Result<Vec<(&str, Term)>, TokenDenial> {
+    if args.len() > MAX_ARG_FACTS {
+        return Err(TokenDenial::Limits);
+    }
+    let mut budget = MAX_ARG_TERMS;
+    args.iter().map(|(k, v)| Ok((k.as_str(), arg_term(v, &mut budget, 0)?))).collect()
+}
+
+/// An argument's value as a Biscuit term, within the shared `budget` of values.
+fn arg_term(v: &Value, budget: &mut usize, depth: usize) -> Result<Term, TokenDenial> {
+    *budget = budget.checked_sub(1).ok_or(TokenDenial::Limits)?;
+    let nested = |depth: usize| if depth >= MAX_ARG_DEPTH { Err(TokenDenial::Limits) } else { Ok(depth + 1) };
+    Ok(match v {
         Value::String(s) => string(s),
         Value::Bool(b) => Term::Bool(*b),
+        Value::Null => Term::Null,
         Value::Number(n) => match n.as_i64() {
             Some(i) => Term::Integer(i),
             None => string(&n.to_string()),
         },
-        _ => return None,
+        Value::Array(items) => {
+            let d = nested(depth)?;
+            Term::Array(items.iter().map(|i| arg_term(i, budget, d)).collect::<Result<_, _>>()?)
+        }
+        Value::Object(m) => {
+            let d = nested(depth)?;
+            Term::Map(m.iter().map(|(k, v)| Ok((MapKey::Str(k.clone()), arg_term(v, budget, d)?))).collect::<Result<_, TokenDenial>>()?)
+        }
     })
 }
 
-fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, call: &CallFacts<'_>, with_args: bool) -> Result<(), biscuit_auth::error::Token> {
+fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, call: &CallFacts<'_>, args: Vec<(&str, Term)>) -> Result<(), biscuit_auth::error::Token> {
     let mut a = template
         .fact(biscuit_auth::builder::fact("call_tool", &[string(call.tool)]))?
         .fact(biscuit_auth::builder::fact("call_upstream", &[string(call.upstream)]))?
         .fact(biscuit_auth::builder::fact("time", &[date(&call.now)]))?;
-    if with_args && let Some(Value::Object(args)) = call.arguments {
-        // `authorize` refused calls with more; the bound stays here for any other caller.
-        for (k, term) in args.iter().filter_map(|(k, v)| Some((k, arg_term(v)?))).take(MAX_ARG_FACTS) {
-            a = a.fact(biscuit_auth::builder::fact("arg", &[string(k), term]))?;
-        }
+    for (k, term) in args {
+        a = a.fact(biscuit_auth::builder::Fact::new("arg".to_owned(), vec![string(k), term]))?;
     }
     let mut authorizer = a.build(biscuit)?;
     authorizer.authorize_with_limits(LIMITS)?;
@@ -638,7 +669,7 @@ mod tests {
     }
 
     /// A client cannot push an argument out of the token's sight by padding: past
-    /// [`MAX_ARG_FACTS`] scalar arguments the call is denied, not judged on the first ones.
+    /// [`MAX_ARG_FACTS`] arguments the call is denied, not judged on the first ones.
     #[test]
     fn padding_the_arguments_does_not_hide_one_from_the_token() {
         let (root, v) = setup();
@@ -649,18 +680,62 @@ mod tests {
         let b = &vt.biscuit;
         let padded = |n: usize, to: &str| {
             let mut m: serde_json::Map<String, Value> = (0..n).map(|i| (format!("pad{i}"), json!(i))).collect();
-            // Objects and nulls are not facts and do not count.
+            // Objects and nulls are facts and count like any argument.
             m.insert("nested".into(), json!({"a": 1}));
+            m.insert("none".into(), Value::Null);
             m.insert("to".into(), json!(to));
             Value::Object(m)
         };
-        let ok = padded(MAX_ARG_FACTS - 1, "bob@corp.example");
+        let ok = padded(MAX_ARG_FACTS - 3, "bob@corp.example");
         assert_eq!(v.authorize(b, &call("demo__send_email", &ok, now)), Ok(()));
-        let within = padded(MAX_ARG_FACTS - 1, "ceo@corp.example");
+        let within = padded(MAX_ARG_FACTS - 3, "ceo@corp.example");
         assert!(matches!(v.authorize(b, &call("demo__send_email", &within, now)), Err(TokenDenial::NotAllowed(_))));
-        let past = padded(MAX_ARG_FACTS, "ceo@corp.example");
+        let past = padded(MAX_ARG_FACTS - 2, "ceo@corp.example");
         assert_eq!(v.authorize(b, &call("demo__send_email", &past, now)), Err(TokenDenial::Limits));
-        let past_harmless = padded(MAX_ARG_FACTS, "bob@corp.example");
+        let past_harmless = padded(MAX_ARG_FACTS - 2, "bob@corp.example");
         assert_eq!(v.authorize(b, &call("demo__send_email", &past_harmless, now)), Err(TokenDenial::Limits), "too many to judge, whatever they hold");
+    }
+
+    /// Every argument is a fact, whatever its type. A check written for a string meets a list
+    /// with a type error, which denies the call, instead of holding vacuously over an argument
+    /// it could not see; checks written for lists and maps read them whole.
+    #[test]
+    fn lists_and_maps_are_judged_not_skipped() {
+        let (root, v) = setup();
+        let now = SystemTime::now();
+        let parent = mint(&root, &MintSpec { principal: "alice".into(), tools: vec!["demo__send_email".into()], ..MintSpec::default() }, now).unwrap();
+        let verdict = |check: &str, args: Value| {
+            let t = attenuate(&parent, check).unwrap();
+            let vt = v.verify(&t).unwrap();
+            v.authorize(&vt.biscuit, &call("demo__send_email", &args, now))
+        };
+        let no_evil = "reject if arg(\"to\", $t), $t.ends_with(\"@evil.example\");";
+        assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example"})), Ok(()));
+        assert!(verdict(no_evil, json!({"to": "eve@evil.example"})).is_err());
+        // Before every argument was a fact, a list made this reject vacuous and the call passed.
+        assert!(verdict(no_evil, json!({"to": ["bob@corp.example", "eve@evil.example"]})).is_err());
+        assert!(verdict(no_evil, json!({"to": ["bob@corp.example"]})).is_err(), "a type error denies");
+        let only_corp = "check all arg(\"to\", $t), $t.ends_with(\"@corp.example\");";
+        assert_eq!(verdict(only_corp, json!({"to": "bob@corp.example"})), Ok(()));
+        assert!(verdict(only_corp, json!({"to": ["eve@evil.example"]})).is_err());
+        assert!(verdict(only_corp, json!({"to": {"addr": "eve@evil.example"}})).is_err());
+        // A check written for lists.
+        let all_corp = "check all arg(\"to\", $l), $l.all($t -> $t.ends_with(\"@corp.example\"));";
+        assert_eq!(verdict(all_corp, json!({"to": ["bob@corp.example", "ann@corp.example"]})), Ok(()));
+        assert!(verdict(all_corp, json!({"to": ["bob@corp.example", "eve@evil.example"]})).is_err());
+        // A check written for maps, and null as a value.
+        let no_bcc = "reject if arg(\"opts\", $m), $m.get(\"bcc\") == \"eve@evil.example\";";
+        assert_eq!(verdict(no_bcc, json!({"opts": {"bcc": "bob@corp.example", "n": [1, null]}})), Ok(()));
+        assert!(verdict(no_bcc, json!({"opts": {"bcc": "eve@evil.example"}})).is_err());
+        assert!(verdict("check if arg(\"reply_to\", null);", json!({"reply_to": null})).is_ok());
+        // Too large or too deep to judge whole: denied, whatever the check says.
+        // `to`, the list and its items: one value over the limit, then exactly at it.
+        let big: Vec<usize> = (0..MAX_ARG_TERMS - 1).collect();
+        assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "rows": big})), Err(TokenDenial::Limits));
+        let fits: Vec<usize> = (0..MAX_ARG_TERMS - 2).collect();
+        assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "rows": fits})), Ok(()));
+        let nest = |levels: usize| (0..levels).fold(json!(1), |v, _| json!([v]));
+        assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "deep": nest(MAX_ARG_DEPTH)})), Ok(()));
+        assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "deep": nest(MAX_ARG_DEPTH + 1)})), Err(TokenDenial::Limits));
     }
 }
