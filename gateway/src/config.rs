@@ -291,6 +291,9 @@ pub struct UpstreamConfig {
     pub trusted: bool,
     /// Whether labels this upstream declares in result `_meta["io.clawgate/labels"]` are used.
     pub declares_labels: bool,
+    /// Request methods the gateway does not know that are relayed to this upstream as they are,
+    /// with no policy decision. Any other unknown method is refused (-32601).
+    pub relay_methods: Vec<String>,
 }
 
 /// `pin = "strict" | "tofu" | "off"`.
@@ -653,6 +656,7 @@ struct RawUpstream {
     trusted: bool,
     #[serde(default)]
     declares_labels: bool,
+    relay_methods: Option<Spanned<Vec<String>>>,
 }
 
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -751,6 +755,7 @@ impl Config {
         let mut upstreams = Vec::new();
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
+        let mut relayed = HashSet::new();
         for (i, up) in raw.upstream.iter().enumerate() {
             let key = |k: &str| Some(format!("upstream[{i}].{k}"));
             let u = up.get_ref();
@@ -858,6 +863,25 @@ impl Config {
                     o.schema_value = Some(v);
                 }
             }
+            let mut relay_methods = Vec::new();
+            if let Some(m) = &u.relay_methods {
+                for method in m.get_ref() {
+                    let bad = |why: &str| err(Some(m.span()), key("relay_methods"), format!("`{method}` {why}"));
+                    if method.is_empty() || method.len() > 128 || method.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                        return Err(bad("must be 1 to 128 characters without whitespace"));
+                    }
+                    if crate::pipeline::Gateway::OWN_METHODS.contains(&method.as_str()) {
+                        return Err(bad("is handled by the gateway itself and cannot be relayed"));
+                    }
+                    if method.starts_with("tasks/") || method.starts_with("notifications/") || method.starts_with("rpc.") {
+                        return Err(bad("cannot be relayed: tasks would be shared across principals, notifications are not requests and `rpc.` is reserved"));
+                    }
+                    if !relayed.insert(method.clone()) {
+                        return Err(bad("is relayed by two upstreams; give it to one"));
+                    }
+                    relay_methods.push(method.clone());
+                }
+            }
             upstreams.push(UpstreamConfig {
                 name,
                 prefix,
@@ -868,6 +892,7 @@ impl Config {
                 tools,
                 trusted: u.trusted,
                 declares_labels: u.declares_labels,
+                relay_methods,
             });
         }
         // The lockfile sits beside the config unless `[pins] lockfile` says otherwise.
@@ -1229,6 +1254,30 @@ mod tests {
         let q = parse(QUICKSTART).unwrap();
         assert!(q.labels.redis_url.is_none() && !q.labels.tools.is_empty(), "the quickstart keeps labels in memory");
         assert!(glob("demo__*", "demo__read") && glob("*__send_*", "mail__send_email") && !glob("demo__*", "chat__x") && glob("a", "a") && !glob("a*b", "ab_"));
+    }
+
+    #[test]
+    fn relay_methods_are_checked_and_name_the_key() {
+        let up = |name: &str, methods: &str| format!("[[upstream]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nrelay_methods = [{methods}]\n");
+        let cfg = parse(&format!("{}{}", up("a", "\"vendor/x\""), up("b", "\"vendor/y\", \"other\""))).unwrap();
+        assert_eq!(cfg.upstreams[0].relay_methods, ["vendor/x"]);
+        assert_eq!(cfg.upstreams[1].relay_methods, ["vendor/y", "other"]);
+        assert!(parse(&up("a", "")).unwrap().upstreams[0].relay_methods.is_empty());
+        for (methods, why) in [
+            ("\"tools/call\"", "handled by the gateway"),
+            ("\"subscriptions/listen\"", "handled by the gateway"),
+            ("\"tasks/get\"", "cannot be relayed"),
+            ("\"notifications/x\"", "cannot be relayed"),
+            ("\"vendor x\"", "without whitespace"),
+            ("\"\"", "without whitespace"),
+        ] {
+            let e = parse(&up("a", methods)).unwrap_err();
+            assert_eq!((e.key.as_deref(), e.line), (Some("upstream[0].relay_methods"), Some(5)), "{e}");
+            assert!(e.message.contains(why), "{methods}: {e}");
+        }
+        let e = parse(&format!("{}{}", up("a", "\"vendor/x\""), up("b", "\"vendor/x\""))).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream[1].relay_methods"), "{e}");
+        assert!(e.message.contains("two upstreams"), "{e}");
     }
 
     #[test]

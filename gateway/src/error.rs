@@ -43,7 +43,7 @@ pub enum CallError {
     #[error("params._meta is missing the required envelope key(s): {0}")]
     MissingEnvelope(String),
     // --- routing ---
-    #[error("method not found: `{0}`")]
+    #[error("method not found: `{}`", .0.escape_debug())]
     MethodNotFound(String),
     #[error("unknown tool: `{0}`")]
     UnknownTool(String),

@@ -294,6 +294,15 @@ impl Gateway {
         resp
     }
 
+    /// Request methods the gateway answers itself (here or in a front); none of them can be
+    /// listed in an upstream's `relay_methods`.
+    pub const OWN_METHODS: &[&str] = &[
+        "initialize", "ping", "server/discover", "subscriptions/listen",
+        "tools/list", "tools/call", "prompts/list", "prompts/get",
+        "resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
+        "completion/complete", "logging/setLevel",
+    ];
+
     async fn route_request(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
         match method {
             "ping" => Ok(Reply::Result(json!({}))),
@@ -934,16 +943,17 @@ impl Gateway {
         Ok(Reply::Result(json!({})))
     }
 
-    /// Methods the gateway does not know are relayed untouched when there is exactly one
-    /// upstream to own them.
+    /// A method the gateway does not know is refused (deny by default: no policy governs it)
+    /// unless an upstream lists it in `relay_methods`; then it is relayed to that upstream as it
+    /// is, and its answer is cleaned like any other. The config loader refuses `tasks/*` there:
+    /// tasks would live on the gateway's shared upstream connection, readable across
+    /// principals, and their results would skip the call's post-processing.
     async fn passthrough(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
-        // Tasks live on the gateway's shared upstream connection, not per principal, and their
-        // results would skip the call's post-processing: never relayed.
-        if self.slots.len() != 1 || method.starts_with("tasks/") {
+        let Some(idx) = self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == method)) else {
             return Err(CallError::MethodNotFound(method.into()));
-        }
-        let mut resp = self.dispatch(caller, 0, req, &[]).await?;
-        self.sanitise_answer(self.upstream_name(0), method, &mut resp);
+        };
+        let mut resp = self.dispatch(caller, idx, req, &[]).await?;
+        self.sanitise_answer(self.upstream_name(idx), method, &mut resp);
         Ok(Reply::Message(resp))
     }
 

@@ -17,7 +17,8 @@ async fn gateway(n: usize, timeout: &str) -> TestGateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_is_lossless_both_ways() {
-    let g = gateway(1, "10s").await;
+    // The keys after the upstream's own belong to it.
+    let g = TestGateway::start(&fixture_config(FIXTURE, 1, "10s", "relay_methods = [\"vendor/custom\"]\n")).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
 
     // Tool definitions keep fields the gateway does not know.
@@ -46,10 +47,36 @@ async fn relay_is_lossless_both_ways() {
     assert_eq!(seen["arguments"], json!({"text": "hi", "deep": {"x": [1]}}));
     assert_eq!(seen["_meta"]["vendor.example/k"], "v");
 
-    // An unknown method passes through to the single upstream, and its error comes back as is.
+    // A method the upstream lists in `relay_methods` passes through to it, and its error comes
+    // back as is.
     let r = c.request("vendor/custom", Some(json!({"k": 1}))).await.unwrap().response;
     assert_eq!(r["error"]["code"], -32601);
     assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom");
+    // Any other method the gateway does not know is refused by the gateway: it never reaches
+    // the upstream (the fixture would echo the method back).
+    let r = c.request("vendor/other", Some(json!({"k": 1}))).await.unwrap().response;
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    assert!(r["error"].get("data").is_none_or(|d| d.get("x-echo-method").is_none()), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("vendor/other"), "{r}");
+    g.stop().await;
+}
+
+/// With several upstreams, a method goes to the one that lists it in `relay_methods`; a method
+/// no upstream lists never leaves the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_methods_are_relayed_and_to_the_upstream_that_lists_them() {
+    let g = TestGateway::start(&fixture_config(FIXTURE, 2, "10s", "relay_methods = [\"vendor/custom\"]\n")).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let r = c.request("vendor/custom", Some(json!({}))).await.unwrap().response;
+    assert_eq!(r["error"]["data"]["x-echo-upstream"], "up1", "{r}");
+    for m in ["vendor/other", "tasks/list", "tasks/get"] {
+        let r = c.request(m, Some(json!({}))).await.unwrap().response;
+        assert_eq!(r["error"]["code"], -32601, "{r}");
+        assert!(r["error"].get("data").is_none(), "{m} reached an upstream: {r}");
+    }
+    // The refusal names the method, with anything invisible in it spelled out.
+    let r = c.request("vendor/\u{202E}x", Some(json!({}))).await.unwrap().response;
+    assert_eq!(r["error"]["message"], "method not found: `vendor/\\u{202e}x`", "{r}");
     g.stop().await;
 }
 
@@ -85,7 +112,7 @@ async fn results_are_cleaned_in_every_key_and_at_any_depth() {
 /// result's (a later call that copies it is traced to it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_are_cleaned_and_labelled_like_results() {
-    let g = gateway(1, "10s").await;
+    let g = TestGateway::start(&fixture_config(FIXTURE, 1, "10s", "relay_methods = [\"vendor/cust\\u202Eom\"]\n")).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
     let secret = "the quarterly numbers are under embargo until friday noon";
     let r = c.call("up0__echo", json!({"fail": true, "text": "no\u{1B}[2J\u{E0041}", "leak": secret, "k\u{200B}": 1})).await.unwrap().response;

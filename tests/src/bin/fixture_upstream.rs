@@ -134,7 +134,7 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
                 _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool: {name}")}}),
             }
         }
-        _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("method not found: {method}"), "data": {"x-echo-method": method}}}),
+        _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("method not found: {method}"), "data": {"x-echo-method": method, "x-echo-upstream": fx.name}}}),
     })
 }
 
