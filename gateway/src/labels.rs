@@ -16,14 +16,52 @@ use serde_json::Value;
 
 use crate::config::{LabelsConfig, glob};
 
-/// The label store failed: the call is denied (or its result withheld).
+/// The label store failed: the call is denied (or its result withheld). `Display` gives the
+/// whole story for logs and the audit; the client reads only [`StoreError::public`].
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("label store unavailable: {0}")]
-pub struct StoreError(pub String);
+#[error("label store unavailable: {detail}")]
+pub struct StoreError {
+    pub fault: StoreFault,
+    /// Redis's or the OS's own words; never shown to the client.
+    pub detail: String,
+}
+
+/// What kind of failure a [`StoreError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    Unreachable,
+    Timeout,
+    LogFull,
+    ScopesFull,
+    Unreadable,
+}
+
+impl StoreError {
+    fn new(fault: StoreFault, detail: impl Into<String>) -> Self {
+        Self { fault, detail: detail.into() }
+    }
+
+    /// What the client may read: the kind of failure, never a store's or the OS's error text
+    /// (which can name hosts, addresses or keys).
+    pub fn public(&self) -> &'static str {
+        match self.fault {
+            StoreFault::Unreachable => "the shared label store could not be reached",
+            StoreFault::Timeout => "the shared label store did not answer in time",
+            StoreFault::LogFull => "this session's label log is full",
+            StoreFault::ScopesFull => "every label scope holds labels; a new session can trace calls once others close or their labels expire",
+            StoreFault::Unreadable => "the label store holds a record it cannot read",
+        }
+    }
+}
 
 impl From<LogError> for StoreError {
     fn from(e: LogError) -> Self {
-        StoreError(e.to_string())
+        let fault = match e {
+            LogError::Timeout(_) => StoreFault::Timeout,
+            LogError::Redis(_) => StoreFault::Unreachable,
+            LogError::Full(_) => StoreFault::LogFull,
+        };
+        StoreError::new(fault, e.to_string())
     }
 }
 
@@ -92,7 +130,7 @@ impl LabelStore {
                 Some((_, k)) => {
                     m.remove(&k);
                 }
-                None => return Err(StoreError(format!("all {MAX_SCOPES} label scopes hold labels; a new session can trace calls once others close or their labels expire"))),
+                None => return Err(StoreError::new(StoreFault::ScopesFull, format!("all {MAX_SCOPES} label scopes hold labels; a new session can trace calls once others close or their labels expire"))),
             }
         }
         let x = Arc::new(Mutex::new(Mirror { labels: SessionLabels::new(self.cfg.max_fields, self.cfg.min_match_len), applied: 0, last_used: Instant::now() }));
@@ -133,7 +171,7 @@ impl LabelStore {
             if idx < m.applied {
                 continue;
             }
-            let batch = serde_json::from_slice::<ResultBatch>(r).map_err(|e| StoreError(format!("a record in the shared label log is unreadable: {e}")))?;
+            let batch = serde_json::from_slice::<ResultBatch>(r).map_err(|e| StoreError::new(StoreFault::Unreadable, format!("a record in the shared label log is unreadable: {e}")))?;
             m.labels.apply(&batch);
             m.applied = idx + 1;
         }
@@ -164,7 +202,7 @@ impl LabelStore {
                 m.last_used = Instant::now();
             }
             Some(redis) => {
-                let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError(e.to_string()))?;
+                let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::new(StoreFault::Unreadable, e.to_string()))?;
                 let len = redis.append(&Self::key(scope), &bytes, self.cfg.max_results, self.cfg.ttl).await?;
                 let mut m = lock(&mirror);
                 if m.applied + 1 == len {

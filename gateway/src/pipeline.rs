@@ -468,8 +468,9 @@ impl Gateway {
             match self.labels.trace(&scope, arguments, &intent, &roles).await {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.0 };
-                    self.audit_denial(&info, den.clone());
+                    tracing::warn!(target: "clawgate::labels", %target, "call denied: {e}");
+                    let den = Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: e.public().to_owned() };
+                    self.audit_denial(&info, Denial { detail: e.detail, ..den.clone() });
                     return Err(CallError::Denied(den));
                 }
             }
@@ -548,8 +549,8 @@ impl Gateway {
             && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, answer).await
         {
             tracing::warn!(target: "clawgate::labels", upstream = %slot.cfg.name, %target, "result withheld: {e}");
-            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": digest, "error": e.0}));
-            return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.0) }));
+            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": digest, "error": e.detail}));
+            return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.public()) }));
         }
         Ok(Reply::Message(resp))
     }
