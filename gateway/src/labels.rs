@@ -181,9 +181,16 @@ impl LabelStore {
     }
 
     /// Labels of a call's arguments, joined per role, for the decision.
+    ///
+    /// A shared log already holding `max_results` fails here, before the call runs: its result
+    /// could not be recorded and would be withheld after the upstream had acted on it. (Calls
+    /// racing for the last place can still fill it; theirs are withheld.)
     pub async fn trace(&self, scope: &str, args: Option<&Value>, intent: &IntentValues, roles: &ArgRoles) -> Result<LabelView, StoreError> {
         let mirror = self.sync(scope).await?;
         let m = lock(&mirror);
+        if self.redis.is_some() && m.applied >= self.cfg.max_results as u64 {
+            return Err(LogError::Full(self.cfg.max_results).into());
+        }
         let traced = m.labels.trace_args(args, intent);
         Ok(LabelView::build(m.labels.session_label().clone(), traced, args, roles, self.cfg.strict))
     }

@@ -165,6 +165,27 @@ async fn replicas_on_one_redis_decide_like_one_process() {
     }
 }
 
+/// A session whose shared log already holds `max_results` is refused before its next call
+/// runs: the result could not be recorded, so the upstream must not act on the call at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_label_log_denies_before_the_upstream_acts() {
+    let redis = Redis::start();
+    let g = TestGateway::start(&config(&format!("{}\nmax_results = 2", redis_store(redis.port)))).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let send = |to: &'static str| c.call("demo__send_email", json!({"to": [to], "subject": "hi", "body": "see you at noon"}));
+    assert_eq!(outcome(&c.call("demo__read_thread", json!({"thread_id": "t-100"})).await.unwrap().response), "allow");
+    assert_eq!(outcome(&send("alice@corp.example").await.unwrap().response), "allow", "the second result fills the log");
+    let r = send("bob@corp.example").await.unwrap().response;
+    assert_eq!(outcome(&r), "deny:-32050:label_store_unavailable:", "{r}");
+    assert_eq!(r["error"]["message"], "denied: the label store is unavailable, so data-flow labels are unknown: this session's label log is full", "{r}");
+    // Another session (its own, empty log) sees what the demo upstream actually sent.
+    let other = Client::legacy(&g.url()).await.unwrap();
+    let sent = other.call("demo__list_sent", json!({})).await.unwrap().response;
+    let to: Vec<&Value> = sent["result"]["structuredContent"]["sent"].as_array().unwrap().iter().map(|m| &m["to"][0]).collect();
+    assert_eq!(to, [&json!("alice@corp.example")], "the refused mail was never sent: {sent}");
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_denies_within_the_timeout_and_recovers() {
     let redis = Redis::start();
