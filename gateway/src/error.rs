@@ -43,13 +43,13 @@ pub enum CallError {
     #[error("params._meta is missing the required envelope key(s): {0}")]
     MissingEnvelope(String),
     // --- routing ---
-    #[error("method not found: `{}`", .0.escape_debug())]
+    #[error("method not found: `{}`", shown(.0))]
     MethodNotFound(String),
-    #[error("unknown tool: `{0}`")]
+    #[error("unknown tool: `{}`", shown(.0))]
     UnknownTool(String),
-    #[error("unknown prompt: `{0}`")]
+    #[error("unknown prompt: `{}`", shown(.0))]
     UnknownPrompt(String),
-    #[error("unknown resource: `{0}`")]
+    #[error("unknown resource: `{}`", shown(.0))]
     UnknownResource(String),
     #[error("invalid params: {0}")]
     InvalidParams(String),
@@ -136,6 +136,24 @@ impl CallError {
     }
 }
 
+/// A name the client sent, as an error message quotes it: invisible and control characters
+/// spelled out (`\u{202e}`), and cut after 200 characters so an error never grows with the
+/// request.
+fn shown(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for c in s.chars().take(MAX) {
+        match c {
+            '\'' | '"' | '\\' => out.push(c),
+            _ => out.extend(c.escape_debug()),
+        }
+    }
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// clawgate: the credentials presented do not authenticate anyone (HTTP 401).
 pub const UNAUTHORIZED: i64 = -32001;
 
@@ -156,5 +174,22 @@ pub fn status_for_code(code: i64) -> StatusCode {
         }
         code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_client_sent_are_quoted_visibly_and_briefly() {
+        assert_eq!(CallError::UnknownTool("up0__echo".into()).to_string(), "unknown tool: `up0__echo`");
+        assert_eq!(CallError::UnknownTool("up0__ec\u{202E}ho\n".into()).to_string(), "unknown tool: `up0__ec\\u{202e}ho\\n`");
+        assert_eq!(CallError::MethodNotFound("a\u{200B}b".into()).to_string(), "method not found: `a\\u{200b}b`");
+        let long = "x".repeat(10_000);
+        let m = CallError::UnknownPrompt(long).to_string();
+        assert_eq!(m, format!("unknown prompt: `{}…`", "x".repeat(200)));
+        assert_eq!(CallError::UnknownResource("é".repeat(200)).to_string(), format!("unknown resource: `{}`", "é".repeat(200)));
+        assert_eq!(CallError::UnknownResource("file:///it's \"a\" b\\c".into()).to_string(), "unknown resource: `file:///it's \"a\" b\\c`");
     }
 }
