@@ -291,8 +291,9 @@ pub struct UpstreamConfig {
     pub trusted: bool,
     /// Whether labels this upstream declares in result `_meta["io.clawgate/labels"]` are used.
     pub declares_labels: bool,
-    /// Request methods the gateway does not know that are relayed to this upstream as they are,
-    /// with no policy decision. Any other unknown method is refused (-32601).
+    /// Request methods and client notifications the gateway does not know that are relayed to
+    /// this upstream as they are, with no policy decision. Any other unknown method is refused
+    /// (-32601), and any other unknown notification dropped.
     pub relay_methods: Vec<String>,
 }
 
@@ -873,8 +874,8 @@ impl Config {
                     if crate::pipeline::Gateway::OWN_METHODS.contains(&method.as_str()) {
                         return Err(bad("is handled by the gateway itself and cannot be relayed"));
                     }
-                    if method.starts_with("tasks/") || method.starts_with("notifications/") || method.starts_with("rpc.") {
-                        return Err(bad("cannot be relayed: tasks would be shared across principals, notifications are not requests and `rpc.` is reserved"));
+                    if method.starts_with("tasks/") || method.starts_with("rpc.") {
+                        return Err(bad("cannot be relayed: tasks would be shared across principals, and `rpc.` is reserved"));
                     }
                     if !relayed.insert(method.clone()) {
                         return Err(bad("is relayed by two upstreams; give it to one"));
@@ -1259,15 +1260,16 @@ mod tests {
     #[test]
     fn relay_methods_are_checked_and_name_the_key() {
         let up = |name: &str, methods: &str| format!("[[upstream]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nrelay_methods = [{methods}]\n");
-        let cfg = parse(&format!("{}{}", up("a", "\"vendor/x\""), up("b", "\"vendor/y\", \"other\""))).unwrap();
-        assert_eq!(cfg.upstreams[0].relay_methods, ["vendor/x"]);
+        let cfg = parse(&format!("{}{}", up("a", "\"vendor/x\", \"notifications/vendor/x\""), up("b", "\"vendor/y\", \"other\""))).unwrap();
+        assert_eq!(cfg.upstreams[0].relay_methods, ["vendor/x", "notifications/vendor/x"]);
         assert_eq!(cfg.upstreams[1].relay_methods, ["vendor/y", "other"]);
         assert!(parse(&up("a", "")).unwrap().upstreams[0].relay_methods.is_empty());
         for (methods, why) in [
             ("\"tools/call\"", "handled by the gateway"),
             ("\"subscriptions/listen\"", "handled by the gateway"),
             ("\"tasks/get\"", "cannot be relayed"),
-            ("\"notifications/x\"", "cannot be relayed"),
+            ("\"notifications/cancelled\"", "handled by the gateway"),
+            ("\"rpc.discover\"", "cannot be relayed"),
             ("\"vendor x\"", "without whitespace"),
             ("\"\"", "without whitespace"),
         ] {

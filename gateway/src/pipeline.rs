@@ -294,13 +294,14 @@ impl Gateway {
         resp
     }
 
-    /// Request methods the gateway answers itself (here or in a front); none of them can be
-    /// listed in an upstream's `relay_methods`.
+    /// Methods and client notifications the gateway handles itself (here or in a front); none
+    /// of them can be listed in an upstream's `relay_methods`.
     pub const OWN_METHODS: &[&str] = &[
         "initialize", "ping", "server/discover", "subscriptions/listen",
         "tools/list", "tools/call", "prompts/list", "prompts/get",
         "resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
         "completion/complete", "logging/setLevel",
+        "notifications/initialized", "notifications/cancelled", "notifications/progress", "notifications/roots/list_changed",
     ];
 
     async fn route_request(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
@@ -384,15 +385,23 @@ impl Gateway {
                     }
                 }
             }
-            other => {
-                if self.slots.len() == 1 {
-                    if let Some(up) = self.running_upstream_for(caller, 0) {
-                        let _ = up.notify(msg.clone()).await;
-                    }
-                } else {
-                    tracing::debug!(method = other, "client notification with no owning upstream dropped");
+            // Progress the client reports on a server request (sampling, elicitation) goes to
+            // the upstream when there is only one to have asked.
+            "notifications/progress" if self.slots.len() == 1 => {
+                if let Some(up) = self.running_upstream_for(caller, 0) {
+                    let _ = up.notify(msg.clone()).await;
                 }
             }
+            // Any other notification goes only to an upstream that lists it in `relay_methods`
+            // (deny by default, like requests).
+            other => match self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == other)) {
+                Some(idx) => {
+                    if let Some(up) = self.running_upstream_for(caller, idx) {
+                        let _ = up.notify(msg.clone()).await;
+                    }
+                }
+                None => tracing::debug!(method = other, "client notification no upstream relays dropped"),
+            },
         }
     }
 

@@ -65,10 +65,25 @@ async fn relay_is_lossless_both_ways() {
 /// no upstream lists never leaves the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_listed_methods_are_relayed_and_to_the_upstream_that_lists_them() {
-    let g = TestGateway::start(&fixture_config(FIXTURE, 2, "10s", "relay_methods = [\"vendor/custom\"]\n")).await.unwrap();
+    let g = TestGateway::start(&fixture_config(FIXTURE, 2, "10s", "relay_methods = [\"vendor/custom\", \"notifications/vendor/listed\"]\n")).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
     let r = c.request("vendor/custom", Some(json!({}))).await.unwrap().response;
     assert_eq!(r["error"]["data"]["x-echo-upstream"], "up1", "{r}");
+    // Notifications likewise: a listed one reaches its upstream, an unlisted one none, and
+    // the ones the gateway knows go where they belong. (The front forwards a notification
+    // before it answers 202, so the next request on the same pipe comes after it.)
+    for m in ["notifications/vendor/listed", "notifications/vendor/other", "notifications/roots/list_changed"] {
+        assert_eq!(c.notify(m, Some(json!({}))).await.unwrap(), 202);
+    }
+    let notified = |up: &'static str| {
+        let c = &c;
+        async move {
+            let r = c.call(&format!("{up}__cancellations"), json!({})).await.unwrap().response;
+            r["result"]["structuredContent"]["notified"].as_array().unwrap().iter().filter_map(Value::as_str).filter(|m| *m != "notifications/initialized").map(str::to_owned).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(notified("up1").await, ["notifications/vendor/listed", "notifications/roots/list_changed"]);
+    assert_eq!(notified("up0").await, ["notifications/roots/list_changed"]);
     for m in ["vendor/other", "tasks/list", "tasks/get"] {
         let r = c.request(m, Some(json!({}))).await.unwrap().response;
         assert_eq!(r["error"]["code"], -32601, "{r}");

@@ -33,6 +33,8 @@ struct Fixture {
     seen_auth: std::sync::Mutex<Vec<String>>,
     /// Request ids named by `notifications/cancelled` messages received (stdio).
     cancelled: std::sync::Mutex<Vec<Value>>,
+    /// Methods of every notification received (stdio).
+    notified: std::sync::Mutex<Vec<Value>>,
     /// Request ids of `hang` calls received (stdio), so a test can wait until a call has
     /// really reached the upstream before it cancels it.
     hung: std::sync::Mutex<Vec<Value>>,
@@ -115,7 +117,7 @@ fn simple(fx: &Fixture, msg: &Value) -> Option<Value> {
                     json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": args.get("text").and_then(Value::as_str).unwrap_or("failed"), "data": args}})
                 }
                 "echo" => ok(id, json!({"content": [{"type": "text", "text": args.get("text").and_then(Value::as_str).unwrap_or(&fx.name)}], "structuredContent": {"upstream": fx.name, "pid": std::process::id(), "params": params}})),
-                "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner), "hung": *fx.hung.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
+                "cancellations" => ok(id, json!({"content": [], "structuredContent": {"cancelled": *fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner), "hung": *fx.hung.lock().unwrap_or_else(std::sync::PoisonError::into_inner), "notified": *fx.notified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)}})),
                 "work" => {
                     busy(args.get("ms").and_then(Value::as_u64).unwrap_or(1));
                     ok(id, text("worked"))
@@ -164,6 +166,7 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
             continue;
         }
         if msg.get("id").is_none() {
+            fx.notified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(msg["method"].clone());
             if msg["method"] == "notifications/cancelled" {
                 fx.cancelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(msg["params"]["requestId"].clone());
             }
@@ -292,7 +295,7 @@ async fn http_post(State(fx): State<Arc<Fixture>>, headers: axum::http::HeaderMa
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
-    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default(), hung: std::sync::Mutex::default(), seen_auth: std::sync::Mutex::default() });
+    let fx = Arc::new(Fixture { name: flag("--name").unwrap_or_else(|| "fixture".into()), defs: flag("--defs").map(Into::into), extra_tools: flag("--extra-tools").and_then(|n| n.parse().ok()).unwrap_or(0), extra_tool: AtomicBool::new(false), cancelled: std::sync::Mutex::default(), notified: std::sync::Mutex::default(), hung: std::sync::Mutex::default(), seen_auth: std::sync::Mutex::default() });
     match args.get(1).map(String::as_str) {
         // The bundled demo server (mail, files, bank, web, chat), for label tests.
         Some("demo") => Ok(clawgate::demo::run().await?),
