@@ -970,8 +970,11 @@ impl Gateway {
     async fn list_resources(&self, caller: &Caller, method: &str, key: &str) -> Result<Reply, CallError> {
         let mut all = Vec::new();
         let cat = self.catalog().await;
-        for (i, _) in self.slots.iter().enumerate() {
-            let Ok(up) = self.upstream_for(caller, i).await else { continue };
+        for (i, slot) in self.slots.iter().enumerate() {
+            // Listing never starts a per-session child (a client could start one per session
+            // with no call allowed): the session's own child answers once a call started it,
+            // the shared instance, which serves the tool list too, before.
+            let up = self.running_upstream_for(caller, i).unwrap_or_else(|| slot.shared.clone());
             let Ok(info) = up.info().await else { continue };
             if info.capabilities.get("resources").is_none() {
                 continue;

@@ -533,9 +533,11 @@ async fn stdio_children_are_shared_unless_per_session() {
     let (pa, pb) = (pid(&a, "own__echo").await, pid(&b, "own__echo").await);
     assert_ne!(pa, pb, "one child per session");
     assert_eq!(pa, pid(&a, "own__echo").await, "a session keeps its child");
-    // A log level or a notification starts no child: only a call that was let through does.
+    // A log level, a notification or a resource list starts no child: only a call that was
+    // let through does.
     let c = Client::legacy(&g.url()).await.unwrap();
     assert!(c.request("logging/setLevel", Some(json!({"level": "debug"}))).await.unwrap().response.get("result").is_some());
+    assert!(c.request("resources/list", None).await.unwrap().response.get("result").is_some());
     c.notify("notifications/roots/list_changed", None).await.unwrap();
     c.request("ping", None).await.unwrap();
     let own = |c: &Client| g.gw.sessions.get(c.session.as_deref().unwrap()).unwrap().own_upstreams.lock().unwrap().len();
