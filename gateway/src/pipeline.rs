@@ -400,7 +400,7 @@ impl Gateway {
                         let _ = up.notify(msg.clone()).await;
                     }
                 }
-                None => tracing::debug!(method = other, "client notification no upstream relays dropped"),
+                None => tracing::debug!(method = other, "client notification dropped: no upstream relays it"),
             },
         }
     }
