@@ -958,10 +958,19 @@ impl Gateway {
     /// is, and its answer is cleaned like any other. The config loader refuses `tasks/*` there:
     /// tasks would live on the gateway's shared upstream connection, readable across
     /// principals, and their results would skip the call's post-processing.
+    ///
+    /// Each relayed request is audited (`relay`: principal, upstream, method), and refused like
+    /// a call when the audit log cannot be written and `on_failure = "deny"`.
     async fn passthrough(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
         let Some(idx) = self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == method)) else {
             return Err(CallError::MethodNotFound(method.into()));
         };
+        if self.audit.is_on() {
+            if self.audit.has_file() && self.cfg.audit.on_failure == AuditOnFailure::Deny && !self.audit.writable() {
+                return Err(CallError::Denied(Denial { reason: DenyReason::AuditUnavailable, engine: EngineKind::Gateway, policies: Vec::new(), detail: "the audit log's last write failed".into() }));
+            }
+            self.audit.record("relay", json!({"principal": caller.principal.id(), "upstream": self.upstream_name(idx), "method": method}));
+        }
         let mut resp = self.dispatch(caller, idx, req, &[]).await?;
         self.sanitise_answer(self.upstream_name(idx), method, &mut resp);
         Ok(Reply::Message(resp))

@@ -116,3 +116,37 @@ async fn an_audit_log_that_cannot_be_opened_stops_the_gateway_at_startup() {
     let e = TestGateway::start(&cfg).await.err().unwrap().to_string();
     assert!(e.contains(&path.display().to_string()) && e.contains("cannot open the audit log"), "{e}");
 }
+
+/// A method relayed with no policy decision (`relay_methods`) still leaves a record: who asked
+/// which upstream for what. Like a call, it is refused once the log cannot be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_methods_are_audited_and_refused_when_they_cannot_be() {
+    let relay = "relay_methods = [\"vendor/custom\"]\n";
+    let dir = tempfile::Builder::new().prefix("clawgate-audit-relay").tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let gw = TestGateway::start(&clawgate_tests::fixture_config(FIXTURE, 1, "10s", &format!("{relay}[audit]\nfile = \"{}\"\n", path.display()))).await.unwrap();
+    let c = Client::legacy(&gw.url()).await.unwrap();
+    let r = c.request("vendor/custom", Some(json!({}))).await.unwrap().response;
+    assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom", "relayed: {r}");
+    gw.stop().await;
+    assert_eq!(clawgate::audit::verify(&path), Ok(std::fs::read_to_string(&path).unwrap().lines().count()));
+    let relays: Vec<Value> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"] == "relay").collect();
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert_eq!((&relays[0]["upstream"], &relays[0]["method"]), (&json!("up0"), &json!("vendor/custom")), "{relays:?}");
+    assert!(relays[0]["principal"].is_string(), "{relays:?}");
+
+    let gw = TestGateway::start(&clawgate_tests::fixture_config(FIXTURE, 1, "10s", &format!("{relay}[audit]\nfile = \"/dev/full\"\n"))).await.unwrap();
+    let c = Client::legacy(&gw.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.request("vendor/custom", Some(json!({}))).await.unwrap().response;
+        if r["error"]["data"]["reason"] == "audit_unavailable" {
+            assert_eq!(r["error"]["code"], -32050, "{r}");
+            break;
+        }
+        assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom", "{r}");
+        assert!(Instant::now() < deadline, "no relayed request was refused although every audit write fails");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}
