@@ -69,6 +69,9 @@ pub enum CallError {
     ClientTimeout(std::time::Duration),
     #[error("the client cannot answer `{0}` requests")]
     ClientCannot(String),
+    /// An upstream asked the client something MCP does not define for clients.
+    #[error("`{}` is not a request the gateway relays to clients (only sampling, elicitation, roots and ping)", shown(.0))]
+    NotAClientMethod(String),
     #[error("gateway is shutting down")]
     ShuttingDown,
 }
@@ -87,7 +90,7 @@ impl CallError {
             Self::Unauthorized(_) => UNAUTHORIZED,
             Self::Denied(_) => DENIED,
             Self::InvalidArguments(_) => code::INVALID_PARAMS,
-            Self::MethodNotFound(_) => code::METHOD_NOT_FOUND,
+            Self::MethodNotFound(_) | Self::NotAClientMethod(_) => code::METHOD_NOT_FOUND,
             Self::Upstream(_) | Self::ClientTimeout(_) | Self::ClientCannot(_) | Self::ShuttingDown => code::INTERNAL_ERROR,
         }
     }

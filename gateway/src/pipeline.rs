@@ -769,7 +769,7 @@ impl Gateway {
             if let Some(Value::Object(reqs)) = result.get("inputRequests") {
                 for (key, ir) in reqs {
                     let m = ir.get("method").and_then(Value::as_str).unwrap_or_default();
-                    let ask = jsonrpc::request(Value::Null, m, ir.get("params").cloned());
+                    let ask = self.for_client(up.name(), jsonrpc::request(Value::Null, m, ir.get("params").cloned()))?;
                     let answer = ask_session(session, &caller.out, ask, self.cfg.limits.client_request_timeout).await?;
                     match answer.get("result") {
                         Some(r) => {
@@ -807,11 +807,11 @@ impl Gateway {
         loop {
             tokio::select! {
                 biased;
-                Some(rel) = rel_rx.recv() => self.relay_related(caller, rel),
+                Some(rel) = rel_rx.recv() => self.relay_related(caller, up.name(), rel),
                 resp = &mut call => {
                     // Whatever the upstream said before its response goes out before it.
                     while let Ok(rel) = rel_rx.try_recv() {
-                        self.relay_related(caller, rel);
+                        self.relay_related(caller, up.name(), rel);
                     }
                     return resp.map_err(CallError::from);
                 }
@@ -819,28 +819,47 @@ impl Gateway {
         }
     }
 
+    /// An upstream's request for the client, made fit to relay: only a method MCP defines for
+    /// clients (deny by default), with every string cleaned of hidden content like a result's,
+    /// since a sampling prompt goes straight to the client's model and an elicitation message
+    /// to its user.
+    fn for_client(&self, upstream: &str, mut msg: Value) -> Result<Value, CallError> {
+        let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+        if !CLIENT_METHODS.contains(&method.as_str()) {
+            tracing::warn!(%upstream, method = %method.escape_debug(), "upstream request for the client refused: not a client method");
+            return Err(CallError::NotAClientMethod(method));
+        }
+        self.sanitise_answer(upstream, &method, &mut msg);
+        Ok(msg)
+    }
+
     /// Relays one message the upstream sent about a call in flight.
-    fn relay_related(&self, caller: &Caller, rel: Related) {
+    fn relay_related(&self, caller: &Caller, upstream: &str, rel: Related) {
         match rel {
-            Related::Notification(msg) => {
+            Related::Notification(mut msg) => {
                 // On the 2026 wire a request gets log messages only if it asked for them, even
                 // when a legacy upstream sends them anyway.
                 if matches!(caller.era, CallerEra::Stateless { logs: false, .. }) && jsonrpc::method(&msg) == Some("notifications/message") {
                     return;
                 }
+                // Progress messages and log data reach the client too: cleaned like results.
+                let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+                self.sanitise_answer(upstream, &method, &mut msg);
                 if caller.out.try_send(msg).is_err() {
                     tracing::debug!("client stream full or closed; notification dropped");
                 }
             }
             Related::Request(msg, responder) => {
                 let upstream_id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let msg = self.for_client(upstream, msg);
                 let out = caller.out.clone();
                 let session = caller.session().cloned();
                 let timeout = self.cfg.limits.client_request_timeout;
                 tokio::spawn(async move {
-                    let answer = match session {
-                        Some(s) => ask_session(&s, &out, msg, timeout).await,
-                        None => Err(CallError::ClientCannot("server-initiated (2026-07-28 clients answer input_required instead)".into())),
+                    let answer = match (msg, session) {
+                        (Err(e), _) => Err(e),
+                        (Ok(msg), Some(s)) => ask_session(&s, &out, msg, timeout).await,
+                        (Ok(_), None) => Err(CallError::ClientCannot("server-initiated (2026-07-28 clients answer input_required instead)".into())),
                     };
                     let mut resp = match answer {
                         Ok(r) => r,
@@ -1339,6 +1358,9 @@ fn target_of(method: &str, req: &Value) -> Result<String, CallError> {
         .map(str::to_owned)
         .ok_or_else(|| CallError::InvalidParams(format!("`params.{key}` must be a string")))
 }
+
+/// The requests an upstream may send a client (through the gateway): those MCP defines.
+const CLIENT_METHODS: &[&str] = &["sampling/createMessage", "elicitation/create", "roots/list", "ping"];
 
 async fn ask_session(session: &Session, out: &mpsc::Sender<Value>, req: Value, timeout: Duration) -> Result<Value, CallError> {
     let method = jsonrpc::method(&req).unwrap_or_default().to_owned();

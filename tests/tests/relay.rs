@@ -335,6 +335,26 @@ async fn server_requests_reach_the_session_that_caused_them() {
         let got = ex.response["result"]["structuredContent"]["answer"].pointer(path).cloned();
         assert_eq!(got, Some(json!(want)), "{tool}: {:?}", ex.response);
     }
+    // What the upstream asks the client is cleaned like a result (a sampling prompt goes to
+    // the client's model), and so are its progress messages.
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&asked);
+    let record: clawgate_tests::Answerer = Arc::new(move |req: &Value| {
+        seen.lock().unwrap().push(req.clone());
+        json!({"role": "assistant", "content": {"type": "text", "text": "ok"}, "model": "m"})
+    });
+    let ex = c.request_answering("tools/call", Some(json!({"name": "up0__sample", "arguments": {"text": "summarise\u{200B} this\u{E0041}\u{1B}[8m"}})), Some(record)).await.unwrap();
+    assert_eq!(ex.response["result"]["content"][0]["text"], "sampled", "{:?}", ex.response);
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["params"]["messages"][0]["content"]["text"], "summarise this[hidden: A]", "{asked:?}");
+    let ex = c.request("tools/call", Some(json!({"name": "up0__progress", "arguments": {"steps": 2, "message": "step\u{202E}1"}, "_meta": {"progressToken": "p"}}))).await.unwrap();
+    assert_eq!(ex.related.len(), 2, "{:?}", ex.related);
+    assert!(ex.related.iter().all(|n| n["params"]["message"] == "step1"), "{:?}", ex.related);
+    // A request MCP does not define for clients never reaches the client; the upstream is told.
+    let ex = c.request_answering("tools/call", Some(json!({"name": "up0__roots", "arguments": {"method": "vendor/read_clipboard"}})), Some(Arc::clone(&answer))).await.unwrap();
+    assert!(ex.related.iter().all(|m| m["method"] != "vendor/read_clipboard"), "{:?}", ex.related);
+    assert_eq!(ex.response["result"]["structuredContent"]["answer"]["error"]["code"], -32601, "{:?}", ex.response);
     // A client that did not declare elicitation is never asked; the upstream gets an error.
     let bare = Client::legacy_with(&g.url(), json!({})).await.unwrap();
     let ex = bare.call("up0__elicit", json!({})).await.unwrap();

@@ -209,14 +209,19 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
                     let token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
                     for i in 1..=steps {
                         if let Some(t) = &token {
-                            let _ = out.send(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": t, "progress": i, "total": steps}})).await;
+                            let mut p = json!({"progressToken": t, "progress": i, "total": steps});
+                            if let Some(m) = args.get("message") {
+                                p["message"] = m.clone();
+                            }
+                            let _ = out.send(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": p})).await;
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     ok(&id, text(&format!("{} steps", steps)))
                 }
                 "sample" => {
-                    let a = ask("sampling/createMessage", json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 10})).await;
+                    let prompt = args.get("text").and_then(Value::as_str).unwrap_or("hi");
+                    let a = ask("sampling/createMessage", json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 10})).await;
                     ok(&id, json!({"content": [{"type": "text", "text": "sampled"}], "structuredContent": {"answer": a}}))
                 }
                 "elicit" => {
@@ -224,7 +229,8 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
                     ok(&id, json!({"content": [{"type": "text", "text": "elicited"}], "structuredContent": {"answer": a}}))
                 }
                 "roots" => {
-                    let a = ask("roots/list", json!({})).await;
+                    // `method`: ask that instead, as a misbehaving server might.
+                    let a = ask(args.get("method").and_then(Value::as_str).unwrap_or("roots/list"), json!({})).await;
                     ok(&id, json!({"content": [{"type": "text", "text": "roots"}], "structuredContent": {"answer": a}}))
                 }
                 "change_tools" => {
