@@ -52,12 +52,29 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(app: &App, h: &HeaderMap) -> bool {
-    let Some(token) = &app.token else { return true };
-    h.get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
+/// Why a request is refused, if it is. With a token, the bearer token must match. Without
+/// one the API listens on loopback only, where a web page the operator visits could still
+/// reach it by rebinding its own name to 127.0.0.1 (DNS rebinding): so the `Host` must be a
+/// loopback name and a browser's `Origin`, when sent, loopback too.
+fn refuse(app: &App, h: &HeaderMap) -> Option<Response> {
+    match &app.token {
+        Some(token) => {
+            let ok = h
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|t| same(t.as_bytes(), token.as_bytes()));
+            (!ok).then(|| json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"})))
+        }
+        None => {
+            let header = |name| h.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+            let host_ok = header(header::HOST).is_none_or(|host| crate::front::http::is_loopback_name(crate::front::http::strip_port(host)));
+            let origin_ok = header(header::ORIGIN).is_none_or(|o| {
+                url::Url::parse(o).ok().and_then(|u| u.host_str().map(|s| crate::front::http::is_loopback_name(s.trim_matches(['[', ']'])))).unwrap_or(false)
+            });
+            (!(host_ok && origin_ok)).then(|| json(StatusCode::FORBIDDEN, &json!({"error": "without [admin] token_env the admin API answers only requests addressed to a loopback name (Host and Origin)"})))
+        }
+    }
 }
 
 fn json(status: StatusCode, v: &Value) -> Response {
@@ -65,8 +82,8 @@ fn json(status: StatusCode, v: &Value) -> Response {
 }
 
 async fn health(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if !authorized(&app, &h) {
-        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    if let Some(refused) = refuse(&app, &h) {
+        return refused;
     }
     let audit = app.gw.audit.status();
     let on_failure = app.gw.config().audit.on_failure;
@@ -85,23 +102,23 @@ async fn health(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 }
 
 async fn quarantine(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if !authorized(&app, &h) {
-        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    if let Some(refused) = refuse(&app, &h) {
+        return refused;
     }
     app.gw.catalog().await;
     json(StatusCode::OK, &app.gw.quarantine_report())
 }
 
 async fn label_scopes(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if !authorized(&app, &h) {
-        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    if let Some(refused) = refuse(&app, &h) {
+        return refused;
     }
     json(StatusCode::OK, &json!({"scopes": app.gw.labels.scopes(), "shared": app.gw.labels.shared()}))
 }
 
 async fn label_scope(State(app): State<Arc<App>>, h: HeaderMap, axum::extract::Path(scope): axum::extract::Path<String>) -> Response {
-    if !authorized(&app, &h) {
-        return json(StatusCode::UNAUTHORIZED, &json!({"error": "missing or wrong bearer token"}));
+    if let Some(refused) = refuse(&app, &h) {
+        return refused;
     }
     match app.gw.labels.report(&scope).await {
         Ok(Some(v)) => json(StatusCode::OK, &v),

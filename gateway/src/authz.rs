@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clawgate_policies::args::{ArgError, ArgSchema, SchemaCache};
 use clawgate_policies::cedar::{Engine, EngineOptions, Inventory, PolicySource, PreparedPrincipal, PrincipalInfo, PrincipalKind};
 use clawgate_policies::decision::{self, Decision, EngineKind};
-use clawgate_policies::token::{CallFacts, TokenDenial, VerifiedToken, Verifier};
+use clawgate_policies::token::{CallFacts, Read, TokenDenial, VerifiedToken, Verifier};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -408,13 +408,21 @@ impl Authz {
         decision::combine(token, cedar)
     }
 
-    /// The decision for `prompts/get` or `resources/read` (Cedar only; tokens grant tools).
+    /// The decision for `prompts/get` or `resources/read`: the token's authorizer (which
+    /// grants reads by upstream, and whose checks, TTL and attenuation apply as to calls) ∧
+    /// Cedar.
     pub fn decide_other(&self, state: &AuthzState, p: &Principal, method: &str, upstream: &str, target: &str, now: SystemTime) -> Decision {
         let Some(engine) = &state.engine else {
             return Decision::deny(decision::DenyReason::NoPermit, EngineKind::Cedar, "no [policy] is configured, so every call is denied");
         };
+        let read = if method == "prompts/get" { Read::Prompt(target) } else { Read::Resource(target) };
+        let token = match (p, &state.verifier) {
+            (Principal::Token(t), Some(v)) => Some(v.authorize_read(t, read, upstream, now)),
+            (Principal::Token(_), None) => Some(Err(TokenDenial::BadSignature)),
+            _ => None,
+        };
         let v = if method == "prompts/get" { engine.decide_prompt(p.prepared(), upstream, target, now) } else { engine.decide_resource(p.prepared(), upstream, target, now) };
-        decision::combine(None, v)
+        decision::combine(token, v)
     }
 
     /// The tools `p` may call with at least one assignment of arguments (lists show exactly

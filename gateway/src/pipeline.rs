@@ -234,6 +234,12 @@ impl Gateway {
         let version = if era::LEGACY_VERSIONS.contains(&requested) { requested } else { era::LEGACY_LATEST };
         let caps = params.and_then(|p| p.get("capabilities")).cloned().unwrap_or_else(|| json!({}));
         let info = params.and_then(|p| p.get("clientInfo")).cloned().unwrap_or(Value::Null);
+        // A session keeps both for its whole life (and sends the capabilities upstream): a
+        // client may not park megabytes in each of thousands of sessions.
+        let size = |v: &Value| serde_json::to_string(v).map_or(usize::MAX, |s| s.len());
+        if size(&caps).saturating_add(size(&info)) > MAX_CLIENT_DESCRIPTION {
+            return Err(CallError::InvalidParams(format!("`capabilities` and `clientInfo` together must be at most {MAX_CLIENT_DESCRIPTION} bytes of JSON")));
+        }
         let session = Arc::new(Session::new(new_session_id()?, version.to_owned(), caps, info, principal.credential()));
         session.touch();
         self.sessions.insert(Arc::clone(&session))?;
@@ -567,12 +573,7 @@ impl Gateway {
     /// Cleans every string of an upstream's answer (its result or its error, keys included)
     /// of hidden content, and logs and audits what was found.
     fn sanitise_answer(&self, upstream: &str, target: &str, answer: &mut Value) {
-        let findings = sanitize::sanitize_value(answer);
-        if !findings.is_empty() {
-            let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
-            tracing::warn!(target: "clawgate::integrity", %upstream, %target, "result sanitised: {}", kinds.join(", "));
-            self.audit.record("integrity.result_sanitised", json!({"upstream": upstream, "target": target, "findings": kinds}));
-        }
+        sanitise_with(&self.audit, upstream, target, answer);
     }
 
     /// Stage "audit": one record per decision (never argument values; the call digest binds
@@ -885,7 +886,7 @@ impl Gateway {
         let http = clawgate_adapters::transport::http::client(4).map_err(|e| CallError::InvalidRequest(e.to_string()))?;
         let (tx, rx) = mpsc::channel(256);
         let up = Upstream::start(slot.spec.clone(), http, tx);
-        tokio::spawn(session_event_loop(Arc::downgrade(session), rx));
+        tokio::spawn(session_event_loop(Arc::downgrade(session), rx, slot.cfg.name.clone(), self.spaces.get(idx).cloned().ok_or(CallError::ShuttingDown)?, self.audit.clone()));
         let mut own = lock(&session.own_upstreams);
         Ok(own.entry(idx).or_insert(up).clone())
     }
@@ -1359,6 +1360,21 @@ fn target_of(method: &str, req: &Value) -> Result<String, CallError> {
         .ok_or_else(|| CallError::InvalidParams(format!("`params.{key}` must be a string")))
 }
 
+/// Cleans what an upstream sent before a client sees it; what was cleaned is logged and
+/// audited.
+fn sanitise_with(audit: &Audit, upstream: &str, target: &str, answer: &mut Value) {
+    let findings = sanitize::sanitize_value(answer);
+    if !findings.is_empty() {
+        let kinds: Vec<&str> = findings.kinds().map(|k| k.as_str()).collect();
+        tracing::warn!(target: "clawgate::integrity", %upstream, %target, "result sanitised: {}", kinds.join(", "));
+        audit.record("integrity.result_sanitised", json!({"upstream": upstream, "target": target, "findings": kinds}));
+    }
+}
+
+/// Most bytes of JSON a session keeps of a client's `capabilities` and `clientInfo` together
+/// (real clients send a few hundred).
+const MAX_CLIENT_DESCRIPTION: usize = 64 * 1024;
+
 /// The requests an upstream may send a client (through the gateway): those MCP defines.
 const CLIENT_METHODS: &[&str] = &["sampling/createMessage", "elicitation/create", "roots/list", "ping"];
 
@@ -1489,12 +1505,42 @@ async fn event_loop(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<Upstrea
 }
 
 /// Events from a session's own (`per_session`) upstream belong to that session alone.
-async fn session_event_loop(session: std::sync::Weak<Session>, mut rx: mpsc::Receiver<UpstreamEvent>) {
+/// What a session's own (`per_session`) child sends outside any call. It belongs to that
+/// session alone, but gets the same treatment as a shared upstream's: log messages and
+/// `resources/list_changed` go on, `resources/updated` only for a URI the session subscribed
+/// to (namespaced first), each cleaned like a result; anything else is dropped (the tool and
+/// prompt lists come from the shared instance), and a request is refused, as no call is there
+/// to answer it.
+async fn session_event_loop(session: std::sync::Weak<Session>, mut rx: mpsc::Receiver<UpstreamEvent>, upstream: String, space: Namespace, audit: Audit) {
     while let Some(ev) = rx.recv().await {
         let Some(s) = session.upgrade() else { return };
         match ev {
-            UpstreamEvent::Notification { msg, .. } => s.send_standalone(msg),
-            UpstreamEvent::Request { .. } | UpstreamEvent::Connected { .. } => {}
+            UpstreamEvent::Notification { mut msg, .. } => {
+                let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+                match method.as_str() {
+                    "notifications/message" | "notifications/resources/list_changed" => {}
+                    "notifications/resources/updated" => {
+                        let Some(uri) = jsonrpc::params_mut(&mut msg).and_then(|p| p.get_mut("uri")) else { continue };
+                        let exposed = space.uri(uri.as_str().unwrap_or_default());
+                        if !lock(&s.subscriptions).contains(&exposed) {
+                            continue;
+                        }
+                        *uri = exposed.into();
+                    }
+                    m => {
+                        tracing::debug!(%upstream, method = %m.escape_debug(), "per-session upstream notification outside any call dropped");
+                        continue;
+                    }
+                }
+                sanitise_with(&audit, &upstream, &method, &mut msg);
+                s.send_standalone(msg);
+            }
+            UpstreamEvent::Request { msg, responder, .. } => {
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let resp = jsonrpc::error(id, jsonrpc::code::METHOD_NOT_FOUND, "no call in flight to route this request to", None);
+                let _ = responder.respond(resp).await;
+            }
+            UpstreamEvent::Connected { .. } => {}
         }
     }
 }

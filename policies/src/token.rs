@@ -78,6 +78,8 @@ pub enum TokenDenial {
     BadSignature,
     #[error("token was revoked")]
     Revoked,
+    #[error("token has expired")]
+    Expired,
     #[error("token does not allow this call: {0}")]
     NotAllowed(String),
     #[error("token evaluation exceeded its limits")]
@@ -209,6 +211,9 @@ pub struct VerifiedToken {
     /// alone, plus `now <= expiry`, and is cached per (tool, upstream). `None`: the authorizer
     /// runs on every call.
     static_until: Option<SystemTime>,
+    /// The earliest TTL any block sets (`check if time($t), $t <= <date>`): past it the token
+    /// no longer authenticates at all, whatever is asked of it.
+    expires: Option<SystemTime>,
     verdicts: Mutex<HashMap<(String, String), Result<(), TokenDenial>>>,
 }
 
@@ -237,6 +242,28 @@ fn static_until(b: &Biscuit) -> Option<SystemTime> {
         }
     }
     Some(until)
+}
+
+/// The earliest TTL set by any block, in the form minting and attenuation write
+/// (`check if time($t), $t <= <date>`). Other time checks are left to the authorizer.
+fn expiry(b: &Biscuit) -> Option<SystemTime> {
+    let mut until: Option<SystemTime> = None;
+    for i in 0..b.block_count() {
+        let Ok(src) = b.print_block_source(i) else { continue };
+        let Ok(parsed) = biscuit_auth::parser::parse_block_source(&src) else { continue };
+        for (text, _) in &parsed.checks {
+            let t = text.trim().trim_end_matches(';').trim();
+            if let Some(at) = t.strip_prefix("check if time($t), $t <= ").and_then(|d| parse_rfc3339_utc(d.trim())) {
+                until = Some(until.map_or(at, |u| u.min(at)));
+            }
+        }
+    }
+    until
+}
+
+/// Whole seconds since the epoch: Biscuit compares dates at that grain.
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (how Biscuit prints dates) → time; anything else → `None`.
@@ -300,7 +327,8 @@ impl Verifier {
                 let info = principal_of(&b)?;
                 let principal = PreparedPrincipal::new(info).map_err(TokenDenial::Principal)?;
                 let until = static_until(&b);
-                let v = Arc::new(VerifiedToken { biscuit: b, principal, digest: key, static_until: until, verdicts: Mutex::new(HashMap::new()) });
+                let expires = expiry(&b);
+                let v = Arc::new(VerifiedToken { biscuit: b, principal, digest: key, static_until: until, expires, verdicts: Mutex::new(HashMap::new()) });
                 let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if cache.len() >= CACHE {
                     cache.clear();
@@ -313,30 +341,41 @@ impl Verifier {
         if verified.biscuit.revocation_identifiers().iter().any(|id| self.revoked.contains(&hex::encode(id))) {
             return Err(TokenDenial::Revoked);
         }
+        if verified.expires.is_some_and(|e| secs(SystemTime::now()) > secs(e)) {
+            return Err(TokenDenial::Expired);
+        }
         Ok(verified)
     }
 
     /// The token's verdict for one call: from the per-token cache when the token's checks do
     /// not read arguments or time (beyond TTLs), else [`Verifier::authorize`].
     pub fn authorize_token(&self, t: &VerifiedToken, call: &CallFacts<'_>) -> Result<(), TokenDenial> {
-        let Some(until) = t.static_until else { return self.authorize(&t.biscuit, call) };
-        // Biscuit compares whole seconds.
-        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if secs(call.now) > secs(until) {
-            return Err(TokenDenial::NotAllowed("a check in the token failed".into()));
-        }
-        let key = (call.tool.to_owned(), call.upstream.to_owned());
-        if let Some(v) = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
-            return v.clone();
+        if t.static_until.is_none() {
+            return self.authorize(&t.biscuit, call);
         }
         // TTL checks pass at the epoch; nothing else reads time or arguments.
-        let v = self.authorize(&t.biscuit, &CallFacts { arguments: None, now: SystemTime::UNIX_EPOCH, ..call.clone() });
-        let mut cache = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= VERDICTS {
-            cache.clear();
+        let at_epoch = CallFacts { arguments: None, now: SystemTime::UNIX_EPOCH, ..call.clone() };
+        cached(t, call.now, (call.tool.to_owned(), call.upstream.to_owned()), || self.authorize(&t.biscuit, &at_epoch))
+    }
+
+    /// The token's verdict for `prompts/get` or `resources/read` of `target` on `upstream`.
+    /// Tokens grant these by upstream only: `upstream("…")` or `tool("*")`; a token that
+    /// names tools alone grants no prompt or resource. The authorizer sees
+    /// `call_prompt("…")` or `call_resource("…")` (the client-visible name or URI),
+    /// `call_upstream("…")` and `time(now)`, and no `call_tool`, so every check of the token
+    /// applies as to a call: an expired token, or one attenuated to some tools
+    /// (`check if call_tool(…)`), reads nothing.
+    pub fn authorize_read(&self, t: &VerifiedToken, read: Read<'_>, upstream: &str, now: SystemTime) -> Result<(), TokenDenial> {
+        let run = |now| {
+            let Some(template) = &self.template else { return Err(TokenDenial::NotAllowed("the authorizer policies did not parse".into())) };
+            run_authorizer(template.clone(), &t.biscuit, read.fact(), upstream, now, Vec::new()).map_err(denial)
+        };
+        if t.static_until.is_none() {
+            return run(now);
         }
-        cache.insert(key, v.clone());
-        v
+        let (kind, target) = read.fact();
+        // A NUL never occurs in a tool name, so these keys never meet a call's.
+        cached(t, now, (format!("\0{kind}\0{target}"), upstream.to_owned()), || run(SystemTime::UNIX_EPOCH))
     }
 
     /// Runs the authorizer for one call under [`LIMITS`]. Any engine error is a denial.
@@ -350,11 +389,7 @@ impl Verifier {
             Some(Value::Object(args)) => arg_facts(args)?,
             _ => Vec::new(),
         };
-        run_authorizer(template.clone(), biscuit, call, args).map_err(|e| match e {
-            biscuit_auth::error::Token::RunLimit(_) => TokenDenial::Limits,
-            biscuit_auth::error::Token::FailedLogic(l) => TokenDenial::NotAllowed(logic_reason(&l)),
-            other => TokenDenial::NotAllowed(other.to_string()),
-        })
+        run_authorizer(template.clone(), biscuit, ("call_tool", call.tool), call.upstream, call.now, args).map_err(denial)
     }
 
     /// Whether the token allows `call.tool` for at least one assignment of arguments. The
@@ -363,7 +398,7 @@ impl Verifier {
     /// with some arguments is never reported as hidden.
     pub fn may_allow(&self, biscuit: &Biscuit, call: &CallFacts<'_>) -> bool {
         let Some(template) = &self.template else { return false };
-        match run_authorizer(template.clone(), biscuit, call, Vec::new()) {
+        match run_authorizer(template.clone(), biscuit, ("call_tool", call.tool), call.upstream, call.now, Vec::new()) {
             Ok(()) => true,
             Err(biscuit_auth::error::Token::FailedLogic(biscuit_auth::error::Logic::Unauthorized {
                 policy: biscuit_auth::error::MatchedPolicy::Allow(_),
@@ -418,11 +453,58 @@ fn arg_term(v: &Value, budget: &mut usize, depth: usize) -> Result<Term, TokenDe
     })
 }
 
-fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, call: &CallFacts<'_>, args: Vec<(&str, Term)>) -> Result<(), biscuit_auth::error::Token> {
+/// A read a token is asked about: `prompts/get` or `resources/read`, by client-visible name
+/// or URI.
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    Prompt(&'a str),
+    Resource(&'a str),
+}
+
+impl<'a> Read<'a> {
+    /// The fact that names it: `call_prompt` or `call_resource`, and its value.
+    fn fact(self) -> (&'static str, &'a str) {
+        match self {
+            Read::Prompt(p) => ("call_prompt", p),
+            Read::Resource(r) => ("call_resource", r),
+        }
+    }
+}
+
+/// A verdict from the token's cache (checked against its TTLs first), or `run`'s, kept.
+fn cached(t: &VerifiedToken, now: SystemTime, key: (String, String), run: impl FnOnce() -> Result<(), TokenDenial>) -> Result<(), TokenDenial> {
+    let until = t.static_until.unwrap_or(SystemTime::UNIX_EPOCH);
+    if secs(now) > secs(until) {
+        return Err(TokenDenial::NotAllowed("a check in the token failed".into()));
+    }
+    if let Some(v) = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        return v.clone();
+    }
+    let v = run();
+    let mut cache = t.verdicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= VERDICTS {
+        cache.clear();
+    }
+    cache.insert(key, v.clone());
+    v
+}
+
+/// An authorizer error as a denial; any engine error is one.
+fn denial(e: biscuit_auth::error::Token) -> TokenDenial {
+    match e {
+        biscuit_auth::error::Token::RunLimit(_) => TokenDenial::Limits,
+        biscuit_auth::error::Token::FailedLogic(l) => TokenDenial::NotAllowed(logic_reason(&l)),
+        other => TokenDenial::NotAllowed(other.to_string()),
+    }
+}
+
+/// One authorizer run: `subject` is the fact naming what is called (`call_tool`, or
+/// `call_prompt`/`call_resource` for reads).
+fn run_authorizer(template: AuthorizerBuilder, biscuit: &Biscuit, subject: (&str, &str), upstream: &str, now: SystemTime, args: Vec<(&str, Term)>) -> Result<(), biscuit_auth::error::Token> {
     let mut a = template
-        .fact(biscuit_auth::builder::fact("call_tool", &[string(call.tool)]))?
-        .fact(biscuit_auth::builder::fact("call_upstream", &[string(call.upstream)]))?
-        .fact(biscuit_auth::builder::fact("time", &[date(&call.now)]))?;
+        .fact(biscuit_auth::builder::fact(subject.0, &[string(subject.1)]))?
+        .fact(biscuit_auth::builder::fact("call_upstream", &[string(upstream)]))?
+        .fact(biscuit_auth::builder::fact("time", &[date(&now)]))?;
     for (k, term) in args {
         a = a.fact(biscuit_auth::builder::Fact::new("arg".to_owned(), vec![string(k), term]))?;
     }
@@ -737,5 +819,46 @@ mod tests {
         let nest = |levels: usize| (0..levels).fold(json!(1), |v, _| json!([v]));
         assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "deep": nest(MAX_ARG_DEPTH)})), Ok(()));
         assert_eq!(verdict(no_evil, json!({"to": "bob@corp.example", "deep": nest(MAX_ARG_DEPTH + 1)})), Err(TokenDenial::Limits));
+    }
+
+    /// Prompts and resources are granted by upstream (or `tool("*")`), never by a tool grant,
+    /// and every check of the token applies to them: an attenuated token reads nothing its
+    /// checks do not allow, and an expired one no longer authenticates.
+    #[test]
+    fn reads_are_granted_by_upstream_and_narrowed_like_calls() {
+        let (root, v) = setup();
+        let now = SystemTime::now();
+        let read = |tok: &str, r: Read<'_>, up: &str, at: SystemTime| {
+            let vt = v.verify(tok).unwrap();
+            v.authorize_read(&vt, r, up, at)
+        };
+        let doc = Read::Resource("demo+file:///doc.md");
+        let all = mint(&root, &MintSpec { principal: "alice".into(), ..MintSpec::default() }, now).unwrap();
+        assert_eq!(read(&all, doc, "demo", now), Ok(()), "tool(\"*\") grants everything");
+        let by_upstream = mint(&root, &MintSpec { principal: "alice".into(), upstreams: vec!["demo".into()], ttl: Some(Duration::from_secs(60)), ..MintSpec::default() }, now).unwrap();
+        assert_eq!(read(&by_upstream, doc, "demo", now), Ok(()));
+        assert_eq!(read(&by_upstream, Read::Prompt("demo__triage"), "demo", now), Ok(()));
+        assert!(read(&by_upstream, doc, "web", now).is_err(), "another upstream");
+        // Past the TTL: the cached verdict is not used, and a new verify refuses the token.
+        assert!(read(&by_upstream, doc, "demo", now + Duration::from_secs(120)).is_err());
+        let tools_only = mint(&root, &MintSpec { principal: "alice".into(), tools: vec!["demo__read_thread".into()], ..MintSpec::default() }, now).unwrap();
+        assert!(read(&tools_only, doc, "demo", now).is_err(), "a tool grant is no read grant");
+        // Attenuated to one tool: the sub-agent reads nothing (before, reads skipped the token).
+        let narrowed = attenuate(&by_upstream, "check if call_tool(\"demo__read_thread\");").unwrap();
+        assert!(read(&narrowed, doc, "demo", now).is_err());
+        assert!(read(&narrowed, Read::Prompt("demo__triage"), "demo", now).is_err());
+        // A check can name what may be read.
+        let docs_only = attenuate(&by_upstream, "check if call_resource($r), $r.starts_with(\"demo+file:///doc\");").unwrap();
+        assert_eq!(read(&docs_only, doc, "demo", now), Ok(()));
+        assert!(read(&docs_only, Read::Resource("demo+file:///secret.md"), "demo", now).is_err());
+        assert!(read(&docs_only, Read::Prompt("demo__triage"), "demo", now).is_err());
+        // Twice, so the second answer comes from the verdict cache and must agree.
+        assert!(read(&docs_only, Read::Resource("demo+file:///secret.md"), "demo", now).is_err());
+        assert_eq!(read(&docs_only, doc, "demo", now), Ok(()));
+        // An expired token does not authenticate.
+        let short = mint(&root, &MintSpec { principal: "alice".into(), ttl: Some(Duration::from_secs(60)), ..MintSpec::default() }, now - Duration::from_secs(3600)).unwrap();
+        assert_eq!(v.verify(&short).unwrap_err(), TokenDenial::Expired);
+        let shortened = attenuate(&all, &format!("check if time($t), $t <= {};", biscuit_auth::builder::date(&(now - Duration::from_secs(5))))).unwrap();
+        assert_eq!(v.verify(&shortened).unwrap_err(), TokenDenial::Expired, "a TTL an attenuation adds counts too");
     }
 }

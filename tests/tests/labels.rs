@@ -261,6 +261,19 @@ async fn the_admin_api_shows_a_sessions_labels() {
     assert!(r["fields"].as_u64().unwrap() > 3, "{r}");
     let missing = http.get(format!("http://{addr}/labels/s:nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+    // With no admin token, a request a web page makes after rebinding its own name to
+    // 127.0.0.1 carries that name as Host (and its origin): refused, on every route.
+    for path in ["/labels", "/health", "/quarantine", &format!("/labels/{scope}")] {
+        let url = format!("http://{addr}{path}");
+        let rebound = http.get(&url).header("host", format!("attacker.example:{}", addr.port())).send().await.unwrap();
+        assert_eq!(rebound.status(), 403, "{path}");
+        let body = rebound.text().await.unwrap();
+        assert!(!body.contains(&scope), "{path}: {body}");
+        let cross = http.get(&url).header("origin", "http://attacker.example").send().await.unwrap();
+        assert_eq!(cross.status(), 403, "{path}");
+        let local = http.get(&url).header("host", format!("localhost:{}", addr.port())).header("origin", "http://127.0.0.1:5173").send().await.unwrap();
+        assert_eq!(local.status(), 200, "{path}");
+    }
     g.stop().await;
 }
 

@@ -166,7 +166,62 @@ async fn the_clients_authorization_is_never_forwarded_upstream() {
     let r = bad.call("h__echo", json!({})).await.unwrap();
     assert_eq!(r.status, 401, "{:?}", r.response);
     assert_eq!(r.response["error"]["code"], -32001);
+    // Before the body is read: a body that is not even JSON still gets the 401, not a parse
+    // error (so bad credentials never make the gateway buffer and parse a body).
+    let (status, v) = bad.post_raw(b"{ not json".to_vec(), &[]).await.unwrap();
+    assert_eq!((status, &v["error"]["code"]), (401, &json!(-32001)), "{v}");
     gw.stop().await;
     let _ = child.kill().await;
 }
 
+
+/// A Biscuit token governs reads as it governs calls: a sub-agent token attenuated to one tool
+/// reads no resource or prompt (before, reads were decided by Cedar alone, so it kept its
+/// principal's every read), a token that grants the upstream reads, and an expired token does
+/// not authenticate at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_govern_reads_and_expire() {
+    use clawgate_policies::token::{MintSpec, attenuate, keygen, mint, private_key_from_hex};
+    let tmp = temp_dir("reads");
+    let dir = tmp.path();
+    let (private, public) = keygen();
+    std::fs::write(dir.join("root.pub"), &public).unwrap();
+    let root = private_key_from_hex(&private).unwrap();
+    let now = std::time::SystemTime::now();
+    let spec = MintSpec { principal: "alice".into(), upstreams: vec!["demo".into()], ttl: Some(std::time::Duration::from_secs(3600)), ..Default::default() };
+    let full = mint(&root, &spec, now).unwrap();
+    let narrowed = attenuate(&full, "check if call_tool(\"demo__read_thread\");").unwrap();
+    let expired = mint(&root, &MintSpec { ttl: Some(std::time::Duration::from_secs(60)), ..spec.clone() }, now - std::time::Duration::from_secs(600)).unwrap();
+    let cfg = format!(
+        "[auth]\nbiscuit_public_key = \"{}\"\n[policy]\ninline = 'permit (principal, action, resource) when {{ principal.kind != \"anonymous\" }};'\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{FIXTURE}\"\nargs = [\"demo\"]\n",
+        dir.join("root.pub").display()
+    );
+    let gw = TestGateway::start(&cfg).await.unwrap();
+    let doc = json!({"uri": "demo+file:///public/readme.txt"});
+    let prompt = json!({"name": "demo__summarize_thread", "arguments": {"thread_id": "t-100"}});
+
+    let c = Client::legacy_as(&gw.url(), json!({}), Some(&full)).await.unwrap();
+    let r = c.request("resources/read", Some(doc.clone())).await.unwrap().response;
+    assert_eq!(r["result"]["contents"][0]["text"], "Welcome to the demo file share.", "{r}");
+    assert!(c.request("prompts/get", Some(prompt.clone())).await.unwrap().response["result"]["messages"].is_array());
+    let listed = c.request("resources/list", None).await.unwrap().response;
+    assert_eq!(listed["result"]["resources"].as_array().unwrap().len(), 3, "{listed}");
+
+    let sub = Client::legacy_as(&gw.url(), json!({}), Some(&narrowed)).await.unwrap();
+    assert!(sub.call("demo__read_thread", json!({"thread_id": "t-100"})).await.unwrap().response["result"].is_object(), "the one tool it keeps");
+    for (method, params) in [("resources/read", doc), ("prompts/get", prompt)] {
+        let r = sub.request(method, Some(params)).await.unwrap().response;
+        assert_eq!((&r["error"]["code"], &r["error"]["data"]["reason"]), (&json!(-32050), &json!("token_denied")), "{method}: {r}");
+    }
+    for (method, key) in [("resources/list", "resources"), ("prompts/list", "prompts")] {
+        let r = sub.request(method, None).await.unwrap().response;
+        assert_eq!(r["result"][key], json!([]), "{method}: {r}");
+    }
+
+    let mut late = Client::stateless(&gw.url());
+    late.bearer = Some(expired);
+    let r = late.request("resources/read", Some(json!({"uri": "demo+file:///public/readme.txt"}))).await.unwrap();
+    assert_eq!(r.status, 401, "{:?}", r.response);
+    assert!(r.response["error"]["message"].as_str().unwrap().contains("expired"), "{:?}", r.response);
+    gw.stop().await;
+}

@@ -52,6 +52,14 @@ async fn relay_is_lossless_both_ways() {
     let r = c.request("vendor/custom", Some(json!({"k": 1}))).await.unwrap().response;
     assert_eq!(r["error"]["code"], -32601);
     assert_eq!(r["error"]["data"]["x-echo-method"], "vendor/custom");
+    // A client may not park a large self-description in a session.
+    let init = |caps: Value| json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": caps, "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |body: Value| c.http.post(&c.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_string()).send();
+    let r: Value = serde_json::from_str(&post(init(json!({"x-big": "a".repeat(70_000)}))).await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("65536 bytes"), "{r}");
+    let r: Value = serde_json::from_str(&post(init(json!({"x-small": "a".repeat(1_000)}))).await.unwrap().text().await.unwrap()).unwrap();
+    assert!(r["result"]["protocolVersion"].is_string(), "{r}");
     // Any other method the gateway does not know is refused by the gateway: it never reaches
     // the upstream (the fixture would echo the method back).
     let r = c.request("vendor/other", Some(json!({"k": 1}))).await.unwrap().response;
@@ -392,6 +400,49 @@ async fn list_changed_relists_then_notifies_clients() {
     assert!(got);
     let after = c.request("tools/list", None).await.unwrap().response;
     assert!(after.to_string().contains("up0__added"), "the gateway re-listed before notifying");
+    g.stop().await;
+}
+
+/// A session's own (`per_session`) child, speaking outside any call, is treated like a shared
+/// upstream: its log message reaches the session cleaned; a resource update the session did
+/// not subscribe to, a tool-list change (the list is the shared instance's) and a vendor
+/// notification do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_session_childs_messages_outside_calls_are_filtered_and_cleaned() {
+    let cfg = format!("[listen]\nhttp = \"127.0.0.1:0\"\n[[upstream]]\nname = \"own\"\ntransport = \"stdio\"\nper_session = true\ncommand = \"{FIXTURE}\"\nargs = [\"stdio\"]\n");
+    let g = TestGateway::start(&cfg).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let resp = c.http.get(&c.url).header("accept", "text/event-stream").header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let after = json!([
+        {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "fx://secret"}},
+        {"jsonrpc": "2.0", "method": "notifications/vendor/x", "params": {}},
+        {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+        {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "done\u{200B}\u{1B}[2J"}},
+    ]);
+    let r = c.call("own__progress", json!({"steps": 0, "after": after})).await.unwrap().response;
+    assert_eq!(r["result"]["content"][0]["text"], "0 steps", "{r}");
+    let mut dec = clawgate_adapters::sse::Decoder::new(1 << 20);
+    let mut got = Vec::new();
+    // Everything the child sent comes before the log message, so once it is here the rest
+    // would be too; a little longer for anything out of order.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            for ev in dec.feed(&chunk.unwrap()).unwrap() {
+                got.push(serde_json::from_str::<Value>(&ev.data).unwrap());
+            }
+            if got.iter().any(|m| m["method"] == "notifications/message") {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
+            }
+        }
+    })
+    .await;
+    let methods: Vec<&str> = got.iter().filter_map(|m| m["method"].as_str()).collect();
+    assert_eq!(methods, ["notifications/message"], "{got:?}");
+    assert_eq!(got[0]["params"]["data"], "done", "{got:?}");
     g.stop().await;
 }
 

@@ -230,14 +230,14 @@ fn check_host_origin(app: &App, h: &HeaderMap) -> Result<(), CallError> {
     Ok(())
 }
 
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
     }
     host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
 }
 
-fn is_loopback_name(h: &str) -> bool {
+pub(crate) fn is_loopback_name(h: &str) -> bool {
     h.eq_ignore_ascii_case("localhost") || h == "::1" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -294,6 +294,12 @@ async fn handle_post(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> R
     if let Err(e) = check_host_origin(&app, &h) {
         return error_response(&e, Value::Null);
     }
+    // Credentials first: a client whose credentials authenticate nobody never gets the gateway
+    // to buffer and parse a body.
+    let principal = match authenticate(&app, &h) {
+        Ok(p) => p,
+        Err(e) => return unauthorized(&e),
+    };
     let limits = &app.gw.config().limits;
     if !header_str(&h, "content-type").is_some_and(|c| c.starts_with("application/json")) {
         let e = CallError::InvalidRequest("`Content-Type` must be `application/json`".into());
@@ -321,10 +327,6 @@ async fn handle_post(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> R
         let e = CallError::InvalidRequest("`Accept` must include `application/json` or `text/event-stream`".into());
         return json_response(StatusCode::NOT_ACCEPTABLE, &e.to_response(Value::Null), None);
     }
-    let principal = match authenticate(&app, &h) {
-        Ok(p) => p,
-        Err(e) => return unauthorized(&e),
-    };
     if is_stateless(&h) {
         post_stateless(app, h, msg, sse_ok, principal).await
     } else {

@@ -241,6 +241,12 @@ async fn run_stdio(fx: Arc<Fixture>) -> anyhow::Result<()> {
                 _ => return,
             };
             let _ = out.send(resp).await;
+            // `after`: messages sent once the call is answered, outside any call.
+            if let Some(Value::Array(after)) = args.get("after") {
+                for m in after {
+                    let _ = out.send(m.clone()).await;
+                }
+            }
         });
     }
     Ok(())
