@@ -1,5 +1,7 @@
 //! The admin API, for operators: off unless `[admin] http` is set, bound to loopback unless a
-//! bearer token is configured (`[admin] token_env`), never on the MCP listener.
+//! bearer token is configured (`[admin] token_env`), never on the MCP listener. Without a token
+//! it answers only requests whose `Host` (and browser `Origin`, if any) is a loopback name, so a
+//! web page cannot reach it by DNS rebinding.
 //!
 //! - `GET /health`: `{"status": "ok" | "degraded", "audit": {...}}`; HTTP 503 while calls are
 //!   being refused because the audit log cannot be written (`[audit] on_failure = "deny"`).
