@@ -71,9 +71,7 @@ fn refuse(app: &App, h: &HeaderMap) -> Option<Response> {
         None => {
             let header = |name| h.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
             let host_ok = header(header::HOST).is_none_or(|host| crate::front::http::is_loopback_name(crate::front::http::strip_port(host)));
-            let origin_ok = header(header::ORIGIN).is_none_or(|o| {
-                url::Url::parse(o).ok().and_then(|u| u.host_str().map(|s| crate::front::http::is_loopback_name(s.trim_matches(['[', ']'])))).unwrap_or(false)
-            });
+            let origin_ok = header(header::ORIGIN).is_none_or(crate::front::http::is_loopback_origin);
             (!(host_ok && origin_ok)).then(|| json(StatusCode::FORBIDDEN, &json!({"error": "without [admin] token_env the admin API answers only requests addressed to a loopback name (Host and Origin)"})))
         }
     }

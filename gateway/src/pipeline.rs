@@ -400,7 +400,7 @@ impl Gateway {
             }
             // Any other notification goes only to an upstream that lists it in `relay_methods`
             // (deny by default, like requests).
-            other => match self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == other)) {
+            other => match self.relaying_upstream(other) {
                 Some(idx) => {
                     if let Some(up) = self.running_upstream_for(caller, idx) {
                         let _ = up.notify(msg.clone()).await;
@@ -589,7 +589,7 @@ impl Gateway {
         if !self.audit.is_on() {
             return Ok(());
         }
-        let strict = (shadow || !matches!(d, Decision::Deny(_))) && self.audit.has_file() && self.cfg.audit.on_failure == AuditOnFailure::Deny;
+        let strict = (shadow || !matches!(d, Decision::Deny(_))) && self.audit_must_keep_records();
         let unavailable = |detail: &str| Denial { reason: DenyReason::AuditUnavailable, engine: EngineKind::Gateway, policies: Vec::new(), detail: detail.to_owned() };
         if strict && !self.audit.writable() {
             // The denial replaces the decision in the log: one record per call.
@@ -982,11 +982,11 @@ impl Gateway {
     /// Each relayed request is audited (`relay`: principal, upstream, method), and refused like
     /// a call when the audit log cannot be written and `on_failure = "deny"`.
     async fn passthrough(&self, caller: &Caller, method: &str, req: Value) -> Result<Reply, CallError> {
-        let Some(idx) = self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == method)) else {
+        let Some(idx) = self.relaying_upstream(method) else {
             return Err(CallError::MethodNotFound(method.into()));
         };
         if self.audit.is_on() {
-            if self.audit.has_file() && self.cfg.audit.on_failure == AuditOnFailure::Deny && !self.audit.writable() {
+            if self.audit_must_keep_records() && !self.audit.writable() {
                 return Err(CallError::Denied(Denial { reason: DenyReason::AuditUnavailable, engine: EngineKind::Gateway, policies: Vec::new(), detail: "the audit log's last write failed".into() }));
             }
             self.audit.record("relay", json!({"principal": caller.principal.id(), "upstream": self.upstream_name(idx), "method": method}));
@@ -994,6 +994,17 @@ impl Gateway {
         let mut resp = self.dispatch(caller, idx, req, &[]).await?;
         self.sanitise_answer(self.upstream_name(idx), method, &mut resp);
         Ok(Reply::Message(resp))
+    }
+
+    /// The upstream that lists `method` in `relay_methods` (at most one: the loader checks).
+    fn relaying_upstream(&self, method: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.cfg.relay_methods.iter().any(|m| m == method))
+    }
+
+    /// Whether what goes through must be refused when its audit record cannot be kept: an
+    /// audit file and `on_failure = "deny"`.
+    fn audit_must_keep_records(&self) -> bool {
+        self.audit.has_file() && self.cfg.audit.on_failure == AuditOnFailure::Deny
     }
 
     async fn list_resources(&self, caller: &Caller, method: &str, key: &str) -> Result<Reply, CallError> {

@@ -222,7 +222,7 @@ fn check_host_origin(app: &App, h: &HeaderMap) -> Result<(), CallError> {
     }
     if let Some(origin) = header_str(h, "origin") {
         let ok = listen.allowed_origins.iter().any(|a| a == origin)
-            || url::Url::parse(origin).ok().and_then(|u| u.host_str().map(|s| is_loopback_name(s.trim_matches(['[', ']'])))).unwrap_or(false);
+            || is_loopback_origin(origin);
         if !ok {
             return Err(CallError::ForbiddenOrigin(origin.to_owned()));
         }
@@ -235,6 +235,11 @@ pub(crate) fn strip_port(host: &str) -> &str {
         return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
     }
     host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+}
+
+/// Whether a browser `Origin` names a loopback host.
+pub(crate) fn is_loopback_origin(origin: &str) -> bool {
+    url::Url::parse(origin).ok().and_then(|u| u.host_str().map(|s| is_loopback_name(s.trim_matches(['[', ']'])))).unwrap_or(false)
 }
 
 pub(crate) fn is_loopback_name(h: &str) -> bool {
