@@ -26,6 +26,11 @@ struct Args {
     /// The clawgate binary.
     #[arg(long, default_value = "target/release/clawgate")]
     clawgate: String,
+    /// A second clawgate binary (or a script that execs one) for A/B runs: the systems
+    /// `relay-b` and `full-b` run it with the same configuration as `relay` and `full`, in the
+    /// same interleaved run, and the ratios `relay-b/relay` and `full-b/full` are printed.
+    #[arg(long)]
+    clawgate_b: Option<String>,
     /// The fixture upstream binary.
     #[arg(long, default_value = "target/release/fixture-upstream")]
     fixture: String,
@@ -43,7 +48,7 @@ struct Args {
     /// Systems to interleave: `direct`, `relay` (clawgate, policies and labels off), `full`
     /// (clawgate, full pipeline), `mcp-proxy`, `tcp` (a process that only copies bytes between
     /// the client's connection and one of its own to the upstream: the floor any proxy's extra
-    /// hop costs on this machine).
+    /// hop costs on this machine), `relay-b` and `full-b` (the same with `--clawgate-b`).
     #[arg(long, default_value = "direct,relay,full", value_delimiter = ',')]
     systems: Vec<String>,
     /// The fixture tool: `echo` (null work) or `work` (busy-waits `--work-ms`).
@@ -372,9 +377,10 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
     for s in &args.systems {
         let sys = match s.as_str() {
             "direct" => System { name: s.clone(), url: up_url.clone(), tool: target.tool.clone(), pid: None, bearer: None, stateless: false },
-            "relay" | "full" => {
-                let pipeline = if s == "full" { Pipeline::Full } else { Pipeline::Relay };
-                let (p, url, full) = procs::start_gateway(&args.clawgate, &upstreams, pipeline, &target, &scratch).await?;
+            "relay" | "full" | "relay-b" | "full-b" => {
+                let pipeline = if s.starts_with("full") { Pipeline::Full } else { Pipeline::Relay };
+                let bin = if s.ends_with("-b") { args.clawgate_b.as_deref().context("the relay-b and full-b systems need --clawgate-b PATH")? } else { args.clawgate.as_str() };
+                let (p, url, full) = procs::start_gateway(bin, &upstreams, pipeline, &target, &scratch).await?;
                 let sys = System { name: s.clone(), url, tool: target.name(), pid: Some(p.pid()), bearer: full.map(|f| f.token), stateless };
                 keep.push(p);
                 sys
@@ -392,7 +398,7 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
                 keep.push(p);
                 sys
             }
-            other => bail!("unknown system {other:?} (direct, relay, full, mcp-proxy, tcp)"),
+            other => bail!("unknown system {other:?} (direct, relay, full, relay-b, full-b, mcp-proxy, tcp)"),
         };
         systems.push(sys);
     }
@@ -440,7 +446,7 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
             }
             let mut ratios = json!({});
             let sys = &point["systems"];
-            let pairs = [("relay", "direct"), ("full", "direct"), ("relay", "mcp-proxy"), ("full", "mcp-proxy"), ("mcp-proxy", "direct"), ("tcp", "direct"), ("relay", "tcp"), ("full", "tcp")];
+            let pairs = [("relay", "direct"), ("full", "direct"), ("relay", "mcp-proxy"), ("full", "mcp-proxy"), ("mcp-proxy", "direct"), ("tcp", "direct"), ("relay", "tcp"), ("full", "tcp"), ("relay-b", "relay"), ("full-b", "full"), ("relay-b", "direct"), ("full-b", "direct")];
             for (a, b) in pairs {
                 if sys.get(a).is_some() && sys.get(b).is_some() {
                     let r = f(&sys[a], "throughput_per_s") / f(&sys[b], "throughput_per_s").max(1e-9);
@@ -452,6 +458,11 @@ async fn relay(args: &Args) -> anyhow::Result<Value> {
                         ratios[format!("{a}_added_p50_us")] = added50.into();
                         ratios[format!("{a}_added_p99_us")] = added99.into();
                         line.push_str(&format!(", added p50 {added50:.0}µs, added p99 {added99:.0}µs"));
+                    }
+                    if a.ends_with("-b") && b != "direct" {
+                        let cpu = f(&sys[a], "vcpu_per_1k_calls_per_s") / f(&sys[b], "vcpu_per_1k_calls_per_s").max(1e-9);
+                        ratios[format!("{a}/{b}_cpu_per_call")] = cpu.into();
+                        line.push_str(&format!(", CPU per call {cpu:.2}x"));
                     }
                 }
             }
