@@ -103,6 +103,159 @@ pub fn error(id: Value, code: i64, message: &str, data: Option<Value>) -> Value 
     serde_json::json!({"jsonrpc": "2.0", "id": id, "error": Value::Object(e)})
 }
 
+/// An upstream's response as the gateway received it: parsed, or, for a plain success, the
+/// body as it came with the span of its `result`, so that a result nothing needs to change can
+/// be relayed without being parsed into a [`Value`] and written out again.
+#[derive(Debug)]
+pub enum Answer {
+    Parsed(Value),
+    Raw(RawAnswer),
+}
+
+impl Answer {
+    /// The response as a [`Value`] (parsing a raw one).
+    pub fn into_value(self) -> Result<Value, serde_json::Error> {
+        match self {
+            Self::Parsed(v) => Ok(v),
+            Self::Raw(r) => serde_json::from_slice(&r.body),
+        }
+    }
+}
+
+/// A success response kept as bytes: see [`Answer`].
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    body: bytes::Bytes,
+    result: std::ops::Range<usize>,
+}
+
+impl RawAnswer {
+    /// `body` as a raw answer when it is a JSON-RPC 2.0 success response to `id`: one object
+    /// with `"jsonrpc": "2.0"`, `"id": id`, a `result` and no `error` or `method`, its members
+    /// named once each. Anything else (a batch, an error, another id, a duplicate member, text
+    /// that is not JSON) is `None`, for the caller to parse as usual.
+    pub fn parse(body: bytes::Bytes, id: u64) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            jsonrpc: std::borrow::Cow<'a, str>,
+            id: u64,
+            #[serde(borrow)]
+            result: &'a serde_json::value::RawValue,
+            error: Option<serde::de::IgnoredAny>,
+            method: Option<serde::de::IgnoredAny>,
+        }
+        let env: Envelope<'_> = serde_json::from_slice(&body).ok()?;
+        if env.jsonrpc != "2.0" || env.id != id || env.error.is_some() || env.method.is_some() {
+            return None;
+        }
+        let text = env.result.get();
+        // The raw value borrows from `body`: its span is where its bytes start within it.
+        let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let result = start..start.checked_add(text.len())?;
+        (body.get(result.clone())? == text.as_bytes()).then_some(Self { body, result })
+    }
+
+    /// The `result` member's JSON text, exactly as the upstream sent it.
+    pub fn result(&self) -> &[u8] {
+        self.body.get(self.result.clone()).unwrap_or_default()
+    }
+
+    /// The `result` parsed.
+    pub fn result_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(self.result())
+    }
+
+    /// The `result` parsed, or `None` when it is not JSON or an object in it names a member
+    /// twice. A parse keeps the last of two such members and a client's parser may keep the
+    /// first: a result relayed as bytes must mean one thing, or its labels, recorded from the
+    /// parse, could miss what the client reads.
+    pub fn unique_result_value(&self) -> Option<Value> {
+        use serde::de::DeserializeSeed as _;
+        let mut de = serde_json::Deserializer::from_slice(self.result());
+        let v = unique::Unique.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(v)
+    }
+
+    /// The response the client gets: `{"jsonrpc":"2.0","id":<id>,"result":<the upstream's bytes>}`.
+    pub fn write_response(&self, id: &Value, out: &mut Vec<u8>) {
+        out.reserve(self.result.len() + 48);
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        write(id, out);
+        out.extend_from_slice(br#","result":"#);
+        out.extend_from_slice(self.result());
+        out.push(b'}');
+    }
+}
+
+/// A [`Value`] deserialiser that refuses an object naming a member twice; otherwise it builds
+/// what `Value`'s own does.
+mod unique {
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    pub(super) struct Unique;
+
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(item) = seq.next_element_seed(Unique)? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(Unique)?;
+                if out.insert(key, value).is_some() {
+                    return Err(de::Error::custom("a member named twice"));
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}
+
 /// Standard and MCP error codes used across the gateway.
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
@@ -199,6 +352,50 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A raw answer is taken only for a plain success to the request's own id, its result is
+    /// the upstream's exact bytes, and the client's response is that result under the client's id.
+    #[test]
+    fn raw_answers_are_plain_successes_to_our_id_relayed_byte_for_byte() {
+        let raw = |s: &str| RawAnswer::parse(bytes::Bytes::copy_from_slice(s.as_bytes()), 7);
+        // Member order, spacing and number spelling as the upstream wrote them.
+        let body = r#"{ "result" : {"n": 1e2, "z": 0, "a": "x\ny"}, "id": 7, "jsonrpc": "2.0" , "extra": [1]}"#;
+        let a = raw(body).unwrap();
+        assert_eq!(a.result(), br#"{"n": 1e2, "z": 0, "a": "x\ny"}"#);
+        let mut out = Vec::new();
+        a.write_response(&json!("client-1"), &mut out);
+        assert_eq!(out, br#"{"jsonrpc":"2.0","id":"client-1","result":{"n": 1e2, "z": 0, "a": "x\ny"}}"#);
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), json!({"jsonrpc": "2.0", "id": "client-1", "result": {"n": 100.0, "z": 0, "a": "x\ny"}}));
+        assert_eq!(Answer::Raw(a.clone()).into_value().unwrap(), serde_json::from_str::<Value>(body).unwrap());
+        assert_eq!(a.result_value().unwrap(), json!({"n": 100.0, "z": 0, "a": "x\ny"}));
+        assert_eq!(a.unique_result_value(), Some(json!({"n": 100.0, "z": 0, "a": "x\ny"})));
+        // A result that means two things (a member named twice, at any depth) is not unique.
+        let twice = raw(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"a","text":"b"}]}}"#).unwrap();
+        assert_eq!(twice.result_value().unwrap(), json!({"content": [{"type": "text", "text": "b"}]}));
+        assert_eq!(twice.unique_result_value(), None);
+        // Every kind of value parses as `Value` parses it.
+        let all = r#"{"a":[null,true,false,-1,18446744073709551615,1.5e300,"\u00e9",{}],"b":{"c":[]}}"#;
+        let all_raw = raw(&format!(r#"{{"jsonrpc":"2.0","id":7,"result":{all}}}"#)).unwrap();
+        assert_eq!(all_raw.unique_result_value(), Some(serde_json::from_str::<Value>(all).unwrap()));
+        // Escaped `jsonrpc` still reads "2.0".
+        assert!(raw(r#"{"jsonrpc":"2\u002e0","id":7,"result":{}}"#).is_some());
+        for not_raw in [
+            r#"{"jsonrpc":"2.0","id":8,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"7","result":{}}"#,
+            r#"{"jsonrpc":"1.0","id":7,"result":{}}"#,
+            r#"{"id":7,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"m"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{},"error":{"code":1,"message":"m"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"x","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{},"result":{"b":1}}"#,
+            r#"[{"jsonrpc":"2.0","id":7,"result":{}}]"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{}} trailing"#,
+            "",
+        ] {
+            assert!(raw(not_raw).is_none(), "{not_raw}");
+        }
+    }
 
     #[test]
     fn classifies_messages() {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::era::{self, Era};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Answer, Kind};
 use crate::transport::http::{HttpClient, HttpSpec, HttpTransport};
 use crate::transport::stdio::{StdioSpec, StdioTransport};
 use crate::transport::{ExtraHeaders, Inbound, TransportError};
@@ -251,7 +251,14 @@ impl Upstream {
     ///
     /// Dropping the returned future, or a timeout, cancels the request upstream
     /// (`notifications/cancelled`).
-    pub async fn request(&self, mut msg: Value, opts: CallOpts) -> Result<Value, UpstreamError> {
+    pub async fn request(&self, msg: Value, opts: CallOpts) -> Result<Value, UpstreamError> {
+        let name = &self.inner.spec.name;
+        self.request_answer(msg, opts).await?.into_value().map_err(|e| UpstreamError::Transport(name.clone(), TransportError::Invalid(e.to_string())))
+    }
+
+    /// [`Upstream::request`], with a plain success answered over HTTP kept as the bytes the
+    /// upstream sent ([`Answer::Raw`]), for a caller that can relay it without parsing it.
+    pub async fn request_answer(&self, mut msg: Value, opts: CallOpts) -> Result<Answer, UpstreamError> {
         let CallOpts { related, envelope, timeout, prefer_legacy } = opts;
         let timeout = timeout.unwrap_or(self.inner.spec.timeout);
         let name = self.inner.spec.name.clone();
@@ -270,7 +277,7 @@ impl Upstream {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if era::answered_locally(live.info.era, jsonrpc::method(&msg).unwrap_or_default()) {
-            return Ok(jsonrpc::result(id.into(), json!({})));
+            return Ok(Answer::Parsed(jsonrpc::result(id.into(), json!({}))));
         }
         if let Some(obj) = msg.as_object_mut() {
             obj.insert("id".into(), id.into());
@@ -300,10 +307,10 @@ impl Upstream {
                         r = &mut post => match r {
                             Ok(Some(v)) => Ok(v),
                             // The answer went through the router, after related messages.
-                            Ok(None) => (&mut rx).await.unwrap_or(Err(TransportError::Closed)),
+                            Ok(None) => (&mut rx).await.unwrap_or(Err(TransportError::Closed)).map(Answer::Parsed),
                             Err(e) => Err(e),
                         },
-                        r = &mut rx => r.unwrap_or(Err(TransportError::Closed)),
+                        r = &mut rx => r.unwrap_or(Err(TransportError::Closed)).map(Answer::Parsed),
                     }
                 };
                 tokio::time::timeout_at(deadline, waited).await
@@ -314,7 +321,7 @@ impl Upstream {
                     lock(&self.inner.pending).remove(&id);
                     return Err(UpstreamError::Transport(name, e));
                 }
-                tokio::time::timeout_at(deadline, &mut rx).await.map(|r| r.unwrap_or(Err(TransportError::Closed)))
+                tokio::time::timeout_at(deadline, &mut rx).await.map(|r| r.unwrap_or(Err(TransportError::Closed)).map(Answer::Parsed))
             }
         };
         match answer {

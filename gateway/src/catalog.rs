@@ -313,6 +313,13 @@ pub fn route_uri(spaces: &[Namespace], uri: &str) -> Option<Route> {
 /// Rewrites every resource URI an upstream result carries into the client-visible namespace:
 /// list entries (`uri`, `uriTemplate`), read contents, and resource links or embedded resources
 /// inside tool and prompt results.
+/// Whether [`namespace_uris`] could change the result whose JSON text is `raw`: when URIs
+/// are namespaced and the text has a member whose name starts with `uri` (spelt with an
+/// escape, the name would not pass [`sanitize::json_is_clean`](clawgate_policies::integrity::sanitize::json_is_clean) either).
+pub fn may_namespace(ns: &Namespace, raw: &[u8]) -> bool {
+    !ns.prefix.is_empty() && memchr::memmem::find(raw, b"\"uri").is_some()
+}
+
 pub fn namespace_uris(ns: &Namespace, v: &mut Value) {
     if ns.prefix.is_empty() {
         return;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use clawgate_adapters::era::{self, Envelope};
-use clawgate_adapters::jsonrpc;
+use clawgate_adapters::jsonrpc::{self, Answer, RawAnswer};
 use clawgate_adapters::transport::http::HttpSpec;
 use clawgate_adapters::transport::stdio::StdioSpec;
 use clawgate_adapters::{CallOpts, Related, TransportSpec, Upstream, UpstreamEvent, UpstreamSpec};
@@ -279,9 +279,17 @@ impl Gateway {
 
     /// Handles one client request and returns the full JSON-RPC response (with the client's id).
     pub async fn handle_request(&self, caller: &Caller, req: Value) -> Value {
+        self.handle_request_out(caller, req).await.into_value()
+    }
+
+    /// [`Gateway::handle_request`], with an upstream's result relayed as the bytes it sent when
+    /// nothing had to change in it: for a front that writes the response out as it is.
+    pub async fn handle_request_out(&self, caller: &Caller, req: Value) -> Outgoing {
         let id = req.get("id").cloned().unwrap_or(Value::Null);
         let method = jsonrpc::method(&req).unwrap_or_default().to_owned();
         let mut resp = match self.route_request(caller, &method, req).await {
+            Ok(Reply::Raw(answer)) if !caller.is_stateless() => return Outgoing::Raw { id, answer },
+            Ok(Reply::Raw(answer)) => Outgoing::Raw { id: Value::Null, answer }.into_value(),
             Ok(Reply::Result(result)) => jsonrpc::result(Value::Null, result),
             Ok(Reply::Message(msg)) => msg,
             Err(e) => {
@@ -297,7 +305,7 @@ impl Gateway {
         if let Some(o) = resp.as_object_mut() {
             o.insert("id".into(), id);
         }
-        resp
+        Outgoing::Message(resp)
     }
 
     /// Methods and client notifications the gateway handles itself (here or in a front); none
@@ -539,17 +547,53 @@ impl Gateway {
         if let Some(p) = jsonrpc::params_mut(&mut req) {
             p.insert(key.into(), route.original.clone().into());
         }
-        let mut resp = self.dispatch(caller, route.upstream, req, &param_headers).await?;
+        let answer = self.dispatch_answer(caller, route.upstream, req, &param_headers).await?;
 
-        // Stage "post-process": namespace the URIs the result carries, and clean every string
-        // of the answer (result or error) of what a reviewer cannot see but the model reads.
+        // Stage "post-process", when nothing in the result has to change: no string the
+        // sanitiser would touch and no URI to namespace. The result is relayed as the upstream's
+        // bytes; only its labels need it parsed. (A 2026-07-28 client's answer is completed
+        // with fields of its own, so it takes the general path.)
+        let post = Post { scope: &scope, slot, route: &route, target: &target, labelled, digest: digest.as_deref(), principal };
+        let answer = match answer {
+            Answer::Raw(raw) if !caller.is_stateless() && !catalog::may_namespace(&self.spaces[route.upstream], raw.result()) => {
+                if !labelled {
+                    if sanitize::json_is_clean(raw.result()) {
+                        return Ok(Reply::Raw(raw));
+                    }
+                    Answer::Raw(raw)
+                } else {
+                    // The labels need the result parsed; cleaning the parse (which finds
+                    // nothing, or the general path takes over) costs less than scanning the
+                    // bytes as well. A result relayed as bytes must parse one way only: one that
+                    // names a member twice, which a client may read differently from the parse
+                    // the labels come from, is parsed and written out again like any other.
+                    let clean = raw.unique_result_value().and_then(|mut result| sanitize::sanitize_value(&mut result).is_empty().then_some(result));
+                    match clean {
+                        Some(result) => {
+                            self.record_labels(&post, &result).await?;
+                            return Ok(Reply::Raw(raw));
+                        }
+                        None => Answer::Raw(raw),
+                    }
+                }
+            }
+            other => other,
+        };
+        self.post_process(answer, &post).await
+    }
+
+    /// Stage "post-process" in general: namespace the URIs the result carries, clean every
+    /// string of the answer (result or error) of what a reviewer cannot see but the model
+    /// reads, and record its labels.
+    async fn post_process(&self, answer: Answer, post: &Post<'_>) -> Result<Reply, CallError> {
+        let Post { slot, route, target, labelled, .. } = *post;
+        let mut resp = answer.into_value().map_err(|e| unparsable(&slot.cfg.name, &e))?;
         if let Some(result) = resp.get_mut("result") {
             catalog::namespace_uris(&self.spaces[route.upstream], result);
         }
-        self.sanitise_answer(&slot.cfg.name, &target, &mut resp);
-        // Stage "post-process": record the answer's labels for later calls in this scope (an
-        // upstream's error carries its data as well as a result does). If they cannot be
-        // recorded the answer is withheld: data the gateway cannot trace never reaches the model.
+        self.sanitise_answer(&slot.cfg.name, target, &mut resp);
+        // Record the answer's labels for later calls in this scope (an upstream's error carries
+        // its data as well as a result does).
         let error_part;
         let answer = match (resp.get("result"), resp.get("error")) {
             (Some(r), _) => Some(r),
@@ -559,15 +603,25 @@ impl Gateway {
             }
             (None, None) => None,
         };
-        if labelled
-            && let Some(answer) = answer
-            && let Err(e) = self.labels.record(&scope, &format!("{}/{}", slot.cfg.name, route.original), &target, slot.cfg.declares_labels, answer).await
-        {
-            tracing::warn!(target: "clawgate::labels", upstream = %slot.cfg.name, %target, "result withheld: {e}");
-            self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": slot.cfg.name, "target": target, "call": digest, "error": e.detail}));
-            return Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.public()) }));
+        if labelled && let Some(answer) = answer {
+            self.record_labels(post, answer).await?;
         }
         Ok(Reply::Message(resp))
+    }
+
+    /// Records an answer's labels for later calls in this scope. If they cannot be recorded the
+    /// answer is withheld: data the gateway cannot trace never reaches the model.
+    async fn record_labels(&self, post: &Post<'_>, answer: &Value) -> Result<(), CallError> {
+        let Post { scope, slot, route, target, digest, principal, .. } = *post;
+        let upstream = &slot.cfg.name;
+        match self.labels.record(scope, &format!("{upstream}/{}", route.original), target, slot.cfg.declares_labels, answer).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(target: "clawgate::labels", %upstream, %target, "result withheld: {e}");
+                self.audit.record("labels.result_withheld", json!({"principal": principal.id(), "upstream": upstream, "target": target, "call": digest, "error": e.detail}));
+                Err(CallError::Denied(Denial { reason: DenyReason::LabelStoreUnavailable, engine: EngineKind::Labels, policies: Vec::new(), detail: format!("{}; the result was withheld", e.public()) }))
+            }
+        }
     }
 
     /// Cleans every string of an upstream's answer (its result or its error, keys included)
@@ -757,12 +811,25 @@ impl Gateway {
     /// MRTR rounds (`input_required`) by asking the client through ordinary server requests.
     /// `headers` are the call's `Mcp-Param-*` headers for a 2026-07-28 upstream.
     async fn dispatch(&self, caller: &Caller, idx: usize, req: Value, headers: &[(String, String)]) -> Result<Value, CallError> {
+        let name = self.upstream_name(idx);
+        self.dispatch_answer(caller, idx, req, headers).await?.into_value().map_err(|e| unparsable(name, &e))
+    }
+
+    /// [`Gateway::dispatch`], with a plain success kept as the upstream's bytes when it cannot be
+    /// asking for input (see [`Answer`]).
+    async fn dispatch_answer(&self, caller: &Caller, idx: usize, req: Value, headers: &[(String, String)]) -> Result<Answer, CallError> {
         let up = self.upstream_for(caller, idx).await?;
         let mut req = req;
         for _round in 0..MAX_INPUT_ROUNDS {
-            let resp = self.dispatch_once(caller, &up, req.clone(), headers).await?;
+            // Only a caller with a session can be asked for input, and so only then can the
+            // request be needed again.
+            let send = if caller.session().is_some() { req.clone() } else { std::mem::take(&mut req) };
+            let resp = match self.dispatch_once(caller, &up, send, headers).await? {
+                Answer::Raw(raw) if memchr::memmem::find(raw.result(), b"input_required").is_none() => return Ok(Answer::Raw(raw)),
+                answer => answer.into_value().map_err(|e| unparsable(up.name(), &e))?,
+            };
             let needs_input = resp.get("result").and_then(|r| r.get("resultType")).and_then(Value::as_str) == Some("input_required");
-            let Some(session) = caller.session().filter(|_| needs_input) else { return Ok(resp) };
+            let Some(session) = caller.session().filter(|_| needs_input) else { return Ok(Answer::Parsed(resp)) };
             // A legacy client cannot see `input_required`: ask it each question as a server
             // request, then retry with the answers (and the opaque requestState, byte for byte).
             let result = resp.get("result").cloned().unwrap_or(Value::Null);
@@ -776,7 +843,7 @@ impl Gateway {
                         Some(r) => {
                             answers.insert(key.clone(), r.clone());
                         }
-                        None => return Ok(resp),
+                        None => return Ok(Answer::Parsed(resp)),
                     }
                 }
             }
@@ -791,7 +858,7 @@ impl Gateway {
         Err(CallError::InvalidRequest(format!("more than {MAX_INPUT_ROUNDS} input rounds")))
     }
 
-    async fn dispatch_once(&self, caller: &Caller, up: &Upstream, req: Value, headers: &[(String, String)]) -> Result<Value, CallError> {
+    async fn dispatch_once(&self, caller: &Caller, up: &Upstream, req: Value, headers: &[(String, String)]) -> Result<Answer, CallError> {
         let (rel_tx, mut rel_rx) = mpsc::channel(64);
         let opts = CallOpts {
             related: Some(rel_tx),
@@ -803,7 +870,7 @@ impl Gateway {
             timeout: None,
             prefer_legacy: !caller.is_stateless(),
         };
-        let call = up.request(req, opts);
+        let call = up.request_answer(req, opts);
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -1346,6 +1413,69 @@ impl Gateway {
 enum Reply {
     Result(Value),
     Message(Value),
+    /// An upstream's success relayed as the bytes it sent (see [`Answer`]).
+    Raw(RawAnswer),
+}
+
+/// What goes back to the client for one request: a message, or an upstream's result relayed as
+/// its bytes under the client's id.
+pub enum Outgoing {
+    Message(Value),
+    Raw { id: Value, answer: RawAnswer },
+}
+
+impl Outgoing {
+    /// The response as a message (parsing a relayed result).
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Message(v) => v,
+            Self::Raw { id, answer } => match answer.result_value() {
+                Ok(result) => jsonrpc::result(id, result),
+                Err(_) => jsonrpc::error(id, jsonrpc::code::INTERNAL_ERROR, "the upstream's answer could not be parsed", None),
+            },
+        }
+    }
+
+    /// A JSON-RPC error code, for an error response.
+    pub fn error_code(&self) -> Option<i64> {
+        match self {
+            Self::Message(v) => v.get("error").and_then(|e| e.get("code")).and_then(Value::as_i64),
+            Self::Raw { .. } => None,
+        }
+    }
+
+    /// The response as compact JSON.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Message(v) => jsonrpc::to_vec(v),
+            Self::Raw { id, answer } => {
+                let mut out = Vec::new();
+                answer.write_response(id, &mut out);
+                out
+            }
+        }
+    }
+}
+
+/// What post-processing a call's answer needs to know about the call.
+#[derive(Clone, Copy)]
+struct Post<'a> {
+    /// The label scope.
+    scope: &'a str,
+    slot: &'a Slot,
+    route: &'a Route,
+    /// The client-visible name.
+    target: &'a str,
+    /// Whether the answer's labels are recorded.
+    labelled: bool,
+    /// The call digest, for the withheld-result record.
+    digest: Option<&'a str>,
+    principal: &'a Principal,
+}
+
+/// An upstream answer that was not JSON after all.
+fn unparsable(upstream: &str, e: &serde_json::Error) -> CallError {
+    CallError::Upstream(clawgate_adapters::UpstreamError::Transport(upstream.to_owned(), clawgate_adapters::transport::TransportError::Invalid(e.to_string())))
 }
 
 /// The label scope of a caller: its session, or (2026-07-28, no session) its credential, so

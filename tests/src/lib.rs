@@ -250,6 +250,12 @@ impl Client {
 
     /// POSTs raw bytes with this client's session header plus `headers`.
     pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
+        let (status, text) = self.post_text(body, headers).await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// [`Client::post_raw`], answered with the response body's exact text.
+    pub async fn post_text(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
         let mut rb = self.auth(self.http.post(&self.url)).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
         if let Some(s) = &self.session {
             rb = rb.header("mcp-session-id", s);
@@ -259,8 +265,7 @@ impl Client {
         }
         let r = rb.body(body).send().await?;
         let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((status, r.text().await?))
     }
 }
 

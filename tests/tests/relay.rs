@@ -750,3 +750,76 @@ async fn client_cancellation_reaches_the_upstream() {
     assert!(resp["error"]["message"].as_str().unwrap().contains("cancelled"), "{resp}");
     g.stop().await;
 }
+
+/// Starts the fixture as a Streamable HTTP server; returns it and its `host:port`.
+async fn http_fixture(name: &str) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(FIXTURE).args(["http", "--name", name]).stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut addr).await.unwrap();
+    (child, addr.trim().to_owned())
+}
+
+/// A result nothing has to change in reaches the client as the upstream's very bytes (member
+/// order, spacing, number spelling) under the client's id, and its labels are still recorded.
+/// One the gateway must change (hidden content, a URI to namespace, a member named twice, a
+/// 2026-07-28 client's completion) is parsed and written out again, changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_nothing_has_to_change_in_are_relayed_as_the_upstreams_bytes() {
+    let (_fx, addr) = http_fixture("h").await;
+    let cfg = format!("[listen]\nhttp = \"127.0.0.1:0\"\n[[upstream]]\nname = \"h\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\n");
+    let g = TestGateway::start(&cfg).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let call = |id: &str, result: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "h__verbatim", "arguments": {"result": result}}});
+        let c = &c;
+        async move { c.post_text(body.to_string().into_bytes(), &[("mcp-protocol-version", "2025-11-25")]).await.unwrap() }
+    };
+
+    let clean = r#"{ "content" : [{"type":"text","text":"the lab door code is 7 4 1 9, \"quoted\" \\ and\nsplit"}], "n": 1e2, "z":[ 1 ,2] }"#;
+    let (status, body) = call("req-1", clean).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, format!(r#"{{"jsonrpc":"2.0","id":"req-1","result":{clean}}}"#));
+    let scope = format!("s:{}", c.session.clone().unwrap());
+    let report = g.gw.labels.report(&scope).await.unwrap().unwrap();
+    assert_eq!(report["results"], 1, "the relayed result's labels were recorded: {report}");
+    assert!(report["recent"][0]["origin"].as_str().unwrap().starts_with("h/verbatim#1"), "{report}");
+
+    // Hidden content (here spelt as an escape) is cleaned.
+    let (_, body) = call("req-2", r#"{"content":[{"type":"text","text":"a\u200bb\u001b[2Jc"}]}"#).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&v["id"], &v["result"]["content"][0]["text"]), (&json!("req-2"), &json!("abc")), "{body}");
+    // A URI is namespaced.
+    let (_, body) = call("req-3", r#"{"content":[{"type":"resource_link","uri":"fx://thing","name":"thing"}]}"#).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["content"][0]["uri"], "h+fx://thing", "{body}");
+    // A member named twice reaches the client once: the one the labels were recorded from.
+    let (_, body) = call("req-4", r#"{"content":[{"type":"text","text":"nothing to see in this text","text":"the embargoed figures are in this one"}]}"#).await;
+    assert_eq!(body.matches(r#""text":"#).count(), 1, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "the embargoed figures are in this one", "{body}");
+
+    // A 2026-07-28 client's answer is completed.
+    let s = Client::stateless(&g.url());
+    let r = s.call("h__verbatim", json!({"result": r#"{"content":[{"type":"text","text":"plain"}]}"#})).await.unwrap().response;
+    assert_eq!((&r["result"]["content"][0]["text"], &r["result"]["resultType"]), (&json!("plain"), &json!("complete")), "{r}");
+    g.stop().await;
+
+    // With labels off nothing parses the result at all: its bytes are checked as they are.
+    let g = TestGateway::start(&format!("{cfg}[labels]\nenabled = false\n")).await.unwrap();
+    let c = Client::legacy(&g.url()).await.unwrap();
+    let call = |id: &str, result: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "h__verbatim", "arguments": {"result": result}}});
+        let c = &c;
+        async move { c.post_text(body.to_string().into_bytes(), &[("mcp-protocol-version", "2025-11-25")]).await.unwrap() }
+    };
+    let (_, body) = call("r1", clean).await;
+    assert_eq!(body, format!(r#"{{"jsonrpc":"2.0","id":"r1","result":{clean}}}"#));
+    let long = format!(r#"{{"content":[{{"type":"text","text":"a{}b"}}]}}"#, r"\n".repeat(17));
+    for (result, text) in [(r#"{"content":[{"type":"text","text":"a\u200bb\u001b[2Jc"}]}"#, "abc"), (long.as_str(), "a b")] {
+        let (_, body) = call("r2", result).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["result"]["content"][0]["text"], text, "{body}");
+    }
+    g.stop().await;
+}

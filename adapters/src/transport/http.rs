@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::inline;
 use super::{ExtraHeaders, Inbound, TransportError};
-use crate::jsonrpc;
+use crate::jsonrpc::{self, Answer, RawAnswer};
 use crate::sse;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -286,7 +286,7 @@ impl HttpTransport {
     /// first message on the POST (the usual case: a JSON body). When related messages came
     /// first, everything, the response included, goes to the inbound channel in order and this
     /// returns `None`.
-    pub async fn call(&self, msg: &Value, our_id: u64, extra: &ExtraHeaders, timeout: Duration) -> Result<Option<Value>, TransportError> {
+    pub async fn call(&self, msg: &Value, our_id: u64, extra: &ExtraHeaders, timeout: Duration) -> Result<Option<Answer>, TransportError> {
         let outcome = self.post(msg, Some(our_id), extra, timeout, true).await;
         if let Err(e) = &outcome {
             self.note_failure(e);
@@ -309,7 +309,7 @@ impl HttpTransport {
         extra: &ExtraHeaders,
         timeout: Duration,
         mut direct: bool,
-    ) -> Result<Option<Value>, TransportError> {
+    ) -> Result<Option<Answer>, TransportError> {
         let body = jsonrpc::to_vec(msg);
         let sent_session = self.session_id().is_some();
         let mut resp = match (&self.inline, &self.client.inline) {
@@ -372,18 +372,26 @@ impl HttpTransport {
                 if sent_session && status == reqwest::StatusCode::BAD_REQUEST && about_session {
                     return Err(TransportError::SessionExpired);
                 }
-                return Ok(self.hand_over(v, our_id, &mut direct).await);
+                return Ok(self.hand_over(v, our_id, &mut direct).await.map(Answer::Parsed));
             }
             return Err(TransportError::Status { status: status.as_u16() });
         }
         if is_sse {
             let answer = self.pump_sse(&mut resp, our_id, &mut direct).await;
             resp.release(&self.client.drains);
-            answer
+            answer.map(|a| a.map(Answer::Parsed))
         } else {
-            let bytes = read_limited(&mut resp, self.max_message).await?;
+            let bytes = Bytes::from(read_limited(&mut resp, self.max_message).await?);
             if bytes.is_empty() && our_id.is_none() {
                 return Ok(None);
+            }
+            // The usual answer, a success to this very request with nothing before it, stays
+            // as bytes: the caller parses it only if it has to change or read it.
+            if direct
+                && let Some(id) = our_id
+                && let Some(raw) = RawAnswer::parse(bytes.clone(), id)
+            {
+                return Ok(Some(Answer::Raw(raw)));
             }
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| TransportError::Invalid(e.to_string()))?;
             match v {
@@ -393,7 +401,7 @@ impl HttpTransport {
                     }
                     Ok(None)
                 }
-                v => Ok(self.hand_over(v, our_id, &mut direct).await),
+                v => Ok(self.hand_over(v, our_id, &mut direct).await.map(Answer::Parsed)),
             }
         }
     }

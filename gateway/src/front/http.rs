@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::{CallError, status_for_code};
-use crate::pipeline::{Caller, CallerEra, Gateway};
+use crate::pipeline::{Caller, CallerEra, Gateway, Outgoing};
 use crate::session::{Session, tracked};
 use crate::authz::Principal;
 
@@ -179,6 +179,11 @@ fn json_response(status: StatusCode, body: &Value, session: Option<&str>) -> Res
         r.headers_mut().insert(SESSION, sid);
     }
     r
+}
+
+/// A request's response, as JSON.
+fn out_response(status: StatusCode, out: &Outgoing) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], out.to_vec()).into_response()
 }
 
 /// A response already serialised (the cached list fast path).
@@ -540,10 +545,10 @@ async fn run(
     let gw = Arc::clone(&app.gw);
     // The call runs inline, driven by this response future (or by the SSE stream's task):
     // no task hop per request, and when the client goes away the call is dropped with it.
-    let mut task = Box::pin(tracked(session.as_ref(), &id, async move { gw.handle_request(&caller, msg).await }));
-    let finish = |res: Option<Value>| -> Value { res.unwrap_or_else(|| jsonrpc::error(id.clone(), jsonrpc::code::INTERNAL_ERROR, "request cancelled", None)) };
-    let status_of = |resp: &Value| -> StatusCode {
-        match resp.get("error").and_then(|e| e.get("code")).and_then(Value::as_i64) {
+    let mut task = Box::pin(tracked(session.as_ref(), &id, async move { gw.handle_request_out(&caller, msg).await }));
+    let finish = |res: Option<Outgoing>| -> Outgoing { res.unwrap_or_else(|| Outgoing::Message(jsonrpc::error(id.clone(), jsonrpc::code::INTERNAL_ERROR, "request cancelled", None))) };
+    let status_of = |resp: &Outgoing| -> StatusCode {
+        match resp.error_code() {
             Some(code) if stateless => status_for_code(code),
             _ => StatusCode::OK,
         }
@@ -562,7 +567,7 @@ async fn run(
                         Some(m) = out_rx.recv() => first = Some(m),
                     }
                 };
-                return json_response(status_of(&resp), &resp, None);
+                return out_response(status_of(&resp), &resp);
             }
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             tokio::spawn(async move {
@@ -578,7 +583,7 @@ async fn run(
                                 let _ = tx.send(sse_chunk(&m)).await;
                             }
                             if let Some(resp) = res {
-                                let _ = tx.send(sse_chunk(&resp)).await;
+                                let _ = tx.send(sse_chunk(&resp.into_value())).await;
                             }
                             return;
                         }
@@ -597,9 +602,10 @@ async fn run(
                 queued.push(m);
             }
             if queued.is_empty() {
-                return json_response(status_of(&resp), &resp, None);
+                return out_response(status_of(&resp), &resp);
             }
             if sse_ok {
+                let resp = resp.into_value();
                 let (tx, rx) = mpsc::channel::<Bytes>(queued.len() + 1);
                 for m in queued.iter().chain(std::iter::once(&resp)) {
                     let _ = tx.try_send(sse_chunk(m));
@@ -611,7 +617,7 @@ async fn run(
                     s.send_standalone(m);
                 }
             }
-            json_response(status_of(&resp), &resp, None)
+            out_response(status_of(&resp), &resp)
         }
     }
 }

@@ -121,18 +121,103 @@ fn is_clean(s: &str) -> bool {
 
 /// [`is_clean`] one byte at a time, counting whitespace runs.
 fn is_clean_exact(s: &str) -> bool {
-    let mut run = 0usize;
+    let mut run = Run::default();
     for b in s.bytes() {
-        if b >= 0x7f || (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
+        if b >= 0x7f || (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || !run.next(b.is_ascii_whitespace()) {
             return false;
         }
-        if b.is_ascii_whitespace() {
-            run += 1;
-            if run > MAX_WHITESPACE_RUN {
+    }
+    true
+}
+
+/// The length of the whitespace run so far.
+#[derive(Default)]
+struct Run(usize);
+
+impl Run {
+    /// Takes the next character; `false` once the run is longer than [`MAX_WHITESPACE_RUN`].
+    fn next(&mut self, space: bool) -> bool {
+        self.0 = if space { self.0 + 1 } else { 0 };
+        self.0 <= MAX_WHITESPACE_RUN
+    }
+}
+
+/// Whether JSON text, as an upstream sent it, is certainly left as it is by [`sanitize_value`],
+/// so that it can be relayed without being parsed and written again.
+///
+/// Conservative: printable ASCII only (tab, LF and CR allowed, as they can only stand between
+/// tokens), no `\u`, `\b` or `\f` escape (which could spell anything the sanitiser removes),
+/// and no run of whitespace longer than [`MAX_WHITESPACE_RUN`], the escapes `\n`, `\t` and
+/// `\r` counted as whitespace and whitespace between tokens counted too. `false` only means
+/// "not known to be clean": parse the text and clean it.
+///
+/// Eight bytes at a time. A run longer than 16 characters spans at least 17 bytes, so it covers
+/// a whole aligned word; each of its characters is a whitespace byte or a two-byte escape that
+/// starts with `\`, so that word holds at least four bytes that are whitespace or `\`. Only
+/// text with such a word takes the exact scan ([`json_is_clean_exact`]).
+pub fn json_is_clean(raw: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte below `n` (and, harmlessly here, of some bytes just above one).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut words = raw.chunks_exact(8);
+    let mut at = 0usize;
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        let high = (x.wrapping_add(ONES) | x) & HIGH;
+        let backslashes = below(x ^ (ONES * u64::from(b'\\')), 1);
+        let spaces = below(x, 0x21);
+        // One branch, rarely taken in text: a byte past ASCII, a control or raw tab/LF/CR, an
+        // escape, or a word all whitespace (with no escape in it, a word inside a long run is).
+        if high | backslashes | below(x, 0x20) | u64::from(spaces == HIGH) != 0 {
+            if high != 0 || !escapes_are_plain(raw, at, w) || w.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
                 return false;
             }
-        } else {
-            run = 0;
+            // Four bits or more set: what is left after clearing the lowest three.
+            let spaces = spaces | backslashes;
+            let two = spaces & spaces.wrapping_sub(1);
+            let three = two & two.wrapping_sub(1);
+            if three & three.wrapping_sub(1) != 0 {
+                // The exact scan checks everything, from the start.
+                return json_is_clean_exact(raw);
+            }
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter().all(|&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r')) && escapes_are_plain(raw, at, rest)
+}
+
+/// Whether every `\` in `w` (which starts at `raw[at]`) begins an escape other than `\u`, `\b`
+/// and `\f`. An escaped backslash followed by one of those letters also answers `false`: that
+/// only sends clean text the slow way.
+fn escapes_are_plain(raw: &[u8], at: usize, w: &[u8]) -> bool {
+    w.iter().enumerate().filter(|&(_, &b)| b == b'\\').all(|(i, _)| !matches!(raw.get(at + i + 1), Some(b'u' | b'b' | b'f') | None))
+}
+
+/// [`json_is_clean`] one byte at a time, decoding escapes and counting whitespace runs.
+fn json_is_clean_exact(raw: &[u8]) -> bool {
+    let mut run = Run::default();
+    let mut i = 0usize;
+    while let Some(&b) = raw.get(i) {
+        let space = match b {
+            b'\\' => {
+                i += 1;
+                match raw.get(i) {
+                    Some(b'n' | b't' | b'r') => true,
+                    Some(b'"' | b'\\' | b'/') => false,
+                    _ => return false,
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => true,
+            0x21..=0x7e => false,
+            _ => return false,
+        };
+        i += 1;
+        if !run.next(space) {
+            return false;
         }
     }
     true
@@ -333,6 +418,63 @@ mod tests {
                 assert_eq!(is_clean(&s), n <= MAX_WHITESPACE_RUN, "{pre} {n}");
             }
         }
+    }
+
+    /// `json_is_clean` may only say "clean" of JSON that `sanitize_value` leaves exactly as it
+    /// is; and it must say so of ordinary clean text, or relaying the bytes never happens.
+    #[test]
+    fn json_called_clean_is_left_as_it_is_by_the_sanitiser() {
+        let alphabet = ["a", " ", "\n", "\t", "\r", "\\", "\"", "u", "b", "f", "n", "/", "\u{0}", "\u{1b}[31m", "\u{7f}", "é", "\u{200B}", "\u{E0041}", "\u{202E}", "\u{c}", "\u{8}"];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let text = |next: &mut dyn FnMut() -> u64| {
+            let len = usize::try_from(next() % 40).unwrap();
+            let mut s = String::new();
+            for _ in 0..len {
+                let r = next() % 100;
+                // Mostly letters and whitespace, escapes often, hidden content seldom.
+                let piece = if r < 50 { alphabet[0] } else if r < 75 { alphabet[1] } else if r < 85 { alphabet[2] } else if r < 98 { alphabet[usize::try_from(next() % 12).unwrap()] } else { alphabet[usize::try_from(next() % 21).unwrap()] };
+                s.push_str(piece);
+            }
+            s
+        };
+        let (mut said_clean, mut said_not) = (0, 0);
+        for _ in 0..20_000 {
+            let v = serde_json::json!({ (text(&mut next)): [text(&mut next), {"k": text(&mut next)}], "text": text(&mut next) });
+            for raw in [serde_json::to_vec(&v).unwrap(), serde_json::to_vec_pretty(&v).unwrap()] {
+                let mut cleaned = v.clone();
+                let findings = sanitize_value(&mut cleaned);
+                if json_is_clean(&raw) {
+                    said_clean += 1;
+                    assert!(findings.is_empty() && cleaned == v, "called clean: {}", String::from_utf8_lossy(&raw));
+                } else {
+                    said_not += 1;
+                }
+            }
+        }
+        assert!(said_clean > 1_000 && said_not > 1_000, "{said_clean} clean, {said_not} not");
+        // Ordinary results are clean, at any alignment; what is not is not.
+        for pre in 0..9 {
+            let pad = "x".repeat(pre);
+            let ok = format!(r#"{{"content":[{{"type":"text","text":"{pad}Hello, world.\nLine two \"quoted\" \\ and a/b."}}],"isError":false}}"#);
+            assert!(json_is_clean(ok.as_bytes()), "{ok}");
+            for bad in [r"\u200b", "\u{200B}", r"\u001b[31m", r"\f", r"\b", "é", "\u{7f}"] {
+                let s = format!(r#"{{"text":"{pad}a{bad}b"}}"#);
+                assert!(!json_is_clean(s.as_bytes()), "{s}");
+            }
+            for (run, clean) in [(16, true), (17, false)] {
+                for unit in [" ", r"\n", r"\t", "\t"] {
+                    let s = format!(r#"{{"text":"{pad}a{}b"}}"#, unit.repeat(run));
+                    assert_eq!(json_is_clean(s.as_bytes()), clean, "{s}");
+                }
+            }
+        }
+        assert!(!json_is_clean(b"{\"text\":\"a\\"));
     }
 
     #[test]

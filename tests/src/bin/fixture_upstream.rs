@@ -56,6 +56,7 @@ impl Fixture {
             json!({"name": "change_tools", "description": "Adds a tool and says so.", "inputSchema": any}),
             json!({"name": "cancellations", "description": "Request ids this server was told to cancel.", "inputSchema": any}),
             json!({"name": "seen_auth", "description": "Over HTTP: the Authorization headers this server received.", "inputSchema": any}),
+            json!({"name": "verbatim", "description": "Over HTTP: answers with `result`, a string of JSON text, as the response's result, byte for byte.", "inputSchema": {"type": "object", "properties": {"result": {"type": "string"}}, "required": ["result"]}}),
         ];
         if let Some(extra) = self.defs.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()) {
             t.extend(extra);
@@ -266,6 +267,13 @@ async fn http_post(State(fx): State<Arc<Fixture>>, headers: axum::http::HeaderMa
         let seen = fx.seen_auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let r = ok(&msg["id"], json!({"content": [], "structuredContent": {"authorization": seen}}));
         return ([(axum::http::header::CONTENT_TYPE, "application/json")], r.to_string()).into_response();
+    }
+    if msg["method"] == "tools/call"
+        && msg["params"]["name"] == "verbatim"
+        && let Some(result) = msg["params"]["arguments"]["result"].as_str()
+    {
+        let r = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#, msg["id"]);
+        return ([(axum::http::header::CONTENT_TYPE, "application/json")], r).into_response();
     }
     if msg.get("id").is_none() || msg.get("method").is_none() {
         return axum::http::StatusCode::ACCEPTED.into_response();
