@@ -6,8 +6,8 @@
 //!   out again (`jsonrpc::to_vec`): the general path, and every answer's path before raw
 //!   answers;
 //! - `raw`: the envelope parsed borrowed (`RawAnswer::parse`), the `"uri` search the gateway
-//!   makes, the result's bytes checked (`json_is_clean`) and spliced under the client's id
-//!   (`write_response`): a relay with labels off;
+//!   makes, the result's bytes checked (`json_is_clean`, `within_parse_depth`) and spliced
+//!   under the client's id (`write_response`): a relay with labels off;
 //! - `raw+labels`: the envelope, the search, the result parsed once for its labels, refusing
 //!   members named twice (`unique_result_value`), and that parse cleaned (finding nothing)
 //!   instead of the bytes scanned, then spliced: the full pipeline.
@@ -54,7 +54,7 @@ fn raw(body: &Bytes, id: &Value, labels: bool) -> Vec<u8> {
         assert!(sanitize::sanitize_value(&mut v).is_empty());
         black_box(v);
     } else {
-        assert!(sanitize::json_is_clean(a.result()));
+        assert!(sanitize::json_is_clean(a.result()) && a.within_parse_depth());
     }
     let mut out = Vec::new();
     a.write_response(id, &mut out);

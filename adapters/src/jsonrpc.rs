@@ -122,6 +122,9 @@ impl Answer {
     }
 }
 
+/// serde_json's recursion limit: a parse takes at most one fewer nested containers.
+const PARSE_DEPTH: usize = 128;
+
 /// A success response kept as bytes: see [`Answer`].
 #[derive(Debug, Clone)]
 pub struct RawAnswer {
@@ -133,7 +136,8 @@ impl RawAnswer {
     /// `body` as a raw answer when it is a JSON-RPC 2.0 success response to `id`: one object
     /// with `"jsonrpc": "2.0"`, `"id": id`, a `result` and no `error` or `method`, its members
     /// named once each. Anything else (a batch, an error, another id, a duplicate member, text
-    /// that is not JSON) is `None`, for the caller to parse as usual.
+    /// that is not JSON) is `None`, for the caller to parse as usual. The result may still be
+    /// nested deeper than a parse takes: see [`RawAnswer::within_parse_depth`].
     pub fn parse(body: bytes::Bytes, id: u64) -> Option<Self> {
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
@@ -154,6 +158,13 @@ impl RawAnswer {
         let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
         let result = start..start.checked_add(text.len())?;
         (body.get(result.clone())? == text.as_bytes()).then_some(Self { body, result })
+    }
+
+    /// Whether the result nests no deeper than a parse of it takes (serde_json's limit, 127
+    /// containers). Taking the raw value does not count nesting: a result relayed unparsed
+    /// must be bounded like one whose labels parse it ([`RawAnswer::unique_result_value`]).
+    pub fn within_parse_depth(&self) -> bool {
+        !depth_exceeds(self.result(), PARSE_DEPTH - 1)
     }
 
     /// The `result` member's JSON text, exactly as the upstream sent it.
@@ -379,6 +390,14 @@ mod tests {
         assert_eq!(all_raw.unique_result_value(), Some(serde_json::from_str::<Value>(all).unwrap()));
         // Escaped `jsonrpc` still reads "2.0".
         assert!(raw(r#"{"jsonrpc":"2\u002e0","id":7,"result":{}}"#).is_some());
+        // No deeper than a parse of the result goes, with or without labels.
+        let nested = |n: usize| format!(r#"{{"jsonrpc":"2.0","id":7,"result":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        for n in PARSE_DEPTH - 8..PARSE_DEPTH + 8 {
+            let r = raw(&nested(n)).unwrap();
+            let parses = serde_json::from_str::<Value>(&format!("{}{}", "[".repeat(n), "]".repeat(n))).is_ok();
+            assert_eq!((r.within_parse_depth(), r.unique_result_value().is_some()), (parses, parses), "{n} levels");
+        }
+        assert!(raw(&nested(PARSE_DEPTH - 8)).unwrap().within_parse_depth() && !raw(&nested(PARSE_DEPTH + 8)).unwrap().within_parse_depth());
         for not_raw in [
             r#"{"jsonrpc":"2.0","id":8,"result":{}}"#,
             r#"{"jsonrpc":"2.0","id":"7","result":{}}"#,

@@ -557,7 +557,7 @@ impl Gateway {
         let answer = match answer {
             Answer::Raw(raw) if !caller.is_stateless() && !catalog::may_namespace(&self.spaces[route.upstream], raw.result()) => {
                 if !labelled {
-                    if sanitize::json_is_clean(raw.result()) {
+                    if sanitize::json_is_clean(raw.result()) && raw.within_parse_depth() {
                         return Ok(Reply::Raw(raw));
                     }
                     Answer::Raw(raw)
