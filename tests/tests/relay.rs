@@ -760,6 +760,12 @@ async fn http_fixture(name: &str) -> (tokio::process::Child, String) {
     (child, addr.trim().to_owned())
 }
 
+/// Calls the HTTP fixture's `verbatim` tool under request id `id`; the response body's exact text.
+async fn verbatim(c: &Client, id: &str, result: String) -> (u16, String) {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "h__verbatim", "arguments": {"result": result}}});
+    c.post_text(body.to_string().into_bytes(), &[("mcp-protocol-version", "2025-11-25")]).await.unwrap()
+}
+
 /// A result nothing has to change in reaches the client as the upstream's very bytes (member
 /// order, spacing, number spelling) under the client's id, and its labels are still recorded.
 /// One the gateway must change (hidden content, a URI to namespace, a member named twice, a
@@ -770,11 +776,7 @@ async fn results_nothing_has_to_change_in_are_relayed_as_the_upstreams_bytes() {
     let cfg = format!("[listen]\nhttp = \"127.0.0.1:0\"\n[[upstream]]\nname = \"h\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\n");
     let g = TestGateway::start(&cfg).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
-    let call = |id: &str, result: &str| {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "h__verbatim", "arguments": {"result": result}}});
-        let c = &c;
-        async move { c.post_text(body.to_string().into_bytes(), &[("mcp-protocol-version", "2025-11-25")]).await.unwrap() }
-    };
+    let call = |id: &'static str, result: &str| verbatim(&c, id, result.to_owned());
 
     let clean = r#"{ "content" : [{"type":"text","text":"the lab door code is 7 4 1 9, \"quoted\" \\ and\nsplit"}], "n": 1e2, "z":[ 1 ,2] }"#;
     let (status, body) = call("req-1", clean).await;
@@ -808,11 +810,7 @@ async fn results_nothing_has_to_change_in_are_relayed_as_the_upstreams_bytes() {
     // With labels off nothing parses the result at all: its bytes are checked as they are.
     let g = TestGateway::start(&format!("{cfg}[labels]\nenabled = false\n")).await.unwrap();
     let c = Client::legacy(&g.url()).await.unwrap();
-    let call = |id: &str, result: &str| {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "h__verbatim", "arguments": {"result": result}}});
-        let c = &c;
-        async move { c.post_text(body.to_string().into_bytes(), &[("mcp-protocol-version", "2025-11-25")]).await.unwrap() }
-    };
+    let call = |id: &'static str, result: &str| verbatim(&c, id, result.to_owned());
     let (_, body) = call("r1", clean).await;
     assert_eq!(body, format!(r#"{{"jsonrpc":"2.0","id":"r1","result":{clean}}}"#));
     let long = format!(r#"{{"content":[{{"type":"text","text":"a{}b"}}]}}"#, r"\n".repeat(17));

@@ -381,6 +381,16 @@ fn clean_keys(map: &mut serde_json::Map<String, Value>, findings: &mut Findings)
 mod tests {
     use super::*;
 
+    /// A small deterministic generator for the generated-input tests.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     fn clean(s: &str) -> (String, Vec<Finding>) {
         let (c, f) = sanitize_text(s);
         (c.into_owned(), f.kinds().collect())
@@ -392,13 +402,7 @@ mod tests {
     #[test]
     fn fast_clean_check_agrees_with_the_exact_one() {
         let alphabet = ["a", " ", "\t", "\n", "\r", "\u{0}", "\u{1f}", "~", "\u{7f}", "é", "\u{200B}"];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let len = usize::try_from(next() % 48).unwrap();
             // Mostly clean text with long whitespace runs, sometimes one odd byte.
@@ -425,13 +429,7 @@ mod tests {
     #[test]
     fn json_called_clean_is_left_as_it_is_by_the_sanitiser() {
         let alphabet = ["a", " ", "\n", "\t", "\r", "\\", "\"", "u", "b", "f", "n", "/", "\u{0}", "\u{1b}[31m", "\u{7f}", "é", "\u{200B}", "\u{E0041}", "\u{202E}", "\u{c}", "\u{8}"];
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let text = |next: &mut dyn FnMut() -> u64| {
             let len = usize::try_from(next() % 40).unwrap();
             let mut s = String::new();
