@@ -1108,14 +1108,21 @@ impl Gateway {
     pub async fn catalog(&self) -> Arc<Catalog> {
         let missing: Vec<usize> = lock(&self.listed).iter().enumerate().filter(|(_, l)| !**l).map(|(i, _)| i).collect();
         if !missing.is_empty() {
-            let _g = self.refresh_lock.lock().await;
-            for i in missing {
-                if lock(&self.listed).get(i).is_some_and(|l| !*l) {
-                    let _ = self.refresh_unlocked(i).await;
-                }
-            }
+            // Boxed: listing is rare, and its state (kilobytes) would otherwise be part of the
+            // future of every call that reads the catalog, copied whole into its box.
+            Box::pin(self.list_missing(missing)).await;
         }
         Arc::clone(&self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Lists the upstreams not listed yet (each once, under the refresh lock).
+    async fn list_missing(&self, missing: Vec<usize>) {
+        let _g = self.refresh_lock.lock().await;
+        for i in missing {
+            if lock(&self.listed).get(i).is_some_and(|l| !*l) {
+                let _ = self.refresh_unlocked(i).await;
+            }
+        }
     }
 
     /// Re-lists one upstream's tools and prompts. Returns which lists changed.
@@ -1805,6 +1812,19 @@ mod tests {
         }
         let anon = Principal::anonymous().unwrap();
         assert!(gw.cached_list(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"}), false, &anon).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn reading_the_catalog_adds_no_listing_state_to_a_calls_future() {
+        // Every call reads the catalog; listing (rare) is boxed, so the call's future, copied
+        // whole into its box per request, does not carry the kilobytes of a listing round.
+        let cfg = Config::parse("", std::path::Path::new("t.toml"), std::path::Path::new("."), &|_| None).unwrap();
+        let gw = Gateway::start(cfg).unwrap();
+        let anon = Principal::anonymous().unwrap();
+        let req = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+        let (catalog, cached) = (std::mem::size_of_val(&gw.catalog()), std::mem::size_of_val(&gw.cached_list(&req, false, &anon)));
+        assert!(catalog <= 512 && cached <= 1024, "catalog(): {catalog} bytes, cached_list(): {cached} bytes");
+        assert!(gw.cached_list(&req, false, &anon).await.is_some());
     }
 
     #[test]

@@ -210,10 +210,7 @@ where
     F::Output: Send + 'static,
 {
     let (go_tx, go_rx) = oneshot::channel::<Option<Untrack>>();
-    let task = tokio::spawn(async move {
-        let _untrack = go_rx.await.ok().flatten();
-        fut.await
-    });
+    let task = tokio::spawn(Gated { go: Some(go_rx), untrack: None, fut });
     let guard = session.map(|s| s.track(client_id, Canceller::Abort(task.abort_handle())));
     // If the task is already gone, the guard comes back here and is dropped: no stale entry.
     let _ = go_tx.send(guard);
@@ -224,21 +221,81 @@ where
 /// the response future drives it, and dropping that future drops the call), registered under
 /// the client's request id so that `notifications/cancelled` ends it. Resolves to `None` if it
 /// was cancelled.
-pub fn tracked<F>(session: Option<&Arc<Session>>, client_id: &Value, fut: F) -> impl std::future::Future<Output = Option<F::Output>> + Send + 'static
+pub fn tracked<F>(session: Option<&Arc<Session>>, client_id: &Value, fut: F) -> Tracked<F>
 where
     F: std::future::Future + Send + 'static,
 {
     let (tx, rx) = oneshot::channel::<()>();
-    let guard = session.map(|s| s.track(client_id, Canceller::Signal(tx)));
-    async move {
-        let _untrack = guard;
-        // Only a sent signal cancels: a sender dropped unsent (no session to register with, or
-        // an entry replaced by a request reusing the id) leaves the call running.
-        tokio::select! {
-            biased;
-            out = fut => Some(out),
-            Ok(()) = rx => None,
+    let untrack = session.map(|s| s.track(client_id, Canceller::Signal(tx)));
+    Tracked { cancel: Some(rx), _untrack: untrack, fut }
+}
+
+// These two are written out as structs rather than `async` blocks: an `async` block that
+// holds a future and then awaits it (or hands it to `select!`) keeps two copies of it, and the
+// call pipeline's future is several kilobytes, copied whole into its box on every request.
+pin_project_lite::pin_project! {
+    /// The future [`tracked`] returns.
+    pub struct Tracked<F> {
+        // Taken once it resolves: a sender dropped unsent (no session to register with, or an
+        // entry replaced by a request reusing the id) leaves the call running. Only a sent
+        // signal cancels.
+        cancel: Option<oneshot::Receiver<()>>,
+        // Removes the registration when the call ends, however it ends.
+        _untrack: Option<Untrack>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Tracked<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        // The call first: an answer ready in the same poll as a cancellation still goes out.
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
         }
+        if let Some(rx) = this.cancel.as_mut()
+            && let Poll::Ready(signal) = std::pin::Pin::new(rx).poll(cx)
+        {
+            *this.cancel = None;
+            if signal.is_ok() {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`spawn_tracked`]'s task: waits for its registration (made once the task exists, since
+    /// it holds the task's abort handle), then runs the call with the registration held.
+    struct Gated<F> {
+        go: Option<oneshot::Receiver<Option<Untrack>>>,
+        untrack: Option<Untrack>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Some(go) = this.go.as_mut() {
+            match std::pin::Pin::new(go).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(guard) => {
+                    *this.untrack = guard.ok().flatten();
+                    *this.go = None;
+                }
+            }
+        }
+        this.fut.poll(cx)
     }
 }
 
@@ -313,5 +370,65 @@ mod tests {
         let s = Sessions::new(1, Duration::from_secs(60));
         s.insert(Arc::new(Session::new("a".into(), "v".into(), Value::Null, Value::Null, [0; 32]))).unwrap();
         assert!(matches!(s.insert(Arc::new(Session::new("b".into(), "v".into(), Value::Null, Value::Null, [0; 32]))), Err(CallError::TooManySessions)));
+    }
+
+    fn session() -> Arc<Session> {
+        Arc::new(Session::new("s".into(), "v".into(), Value::Null, Value::Null, [0; 32]))
+    }
+
+    /// A call whose state holds 4 KB across an await, as the pipeline's does.
+    async fn large_state() -> u8 {
+        let buf = std::hint::black_box([7u8; 4096]);
+        tokio::task::yield_now().await;
+        buf[4095]
+    }
+
+    #[test]
+    fn tracking_a_call_keeps_one_copy_of_its_future() {
+        let inner = std::mem::size_of_val(&large_state());
+        assert!(inner >= 4096, "{inner}");
+        // An `async` block holding the call and selecting on it would take two copies (8 KB
+        // here), all of it copied into the call's box on every request.
+        let t = tracked(Some(&session()), &Value::from(1), large_state());
+        assert!(std::mem::size_of_val(&t) <= inner + 64, "tracked: {} bytes for a {inner}-byte call", std::mem::size_of_val(&t));
+    }
+
+    #[tokio::test]
+    async fn a_tracked_call_ends_when_cancelled_and_otherwise_runs_to_its_end() {
+        let s = session();
+        // Cancelled: a call that would never finish resolves to None, and is no longer listed.
+        let h = tokio::spawn(tracked(Some(&s), &Value::from(1), std::future::pending::<()>()));
+        assert!(s.cancel(&Value::from(1)));
+        assert_eq!(h.await.unwrap(), None);
+        assert!(lock(&s.inflight).is_empty());
+        // A second request reusing the id replaces the first one's entry, which drops its
+        // signal unsent: the first call is not cancelled by that, and finishes.
+        let (go, wait) = oneshot::channel::<u8>();
+        let first = tokio::spawn(tracked(Some(&s), &Value::from(2), async move { wait.await.unwrap_or(0) }));
+        tokio::task::yield_now().await;
+        let second = tracked(Some(&s), &Value::from(2), std::future::pending::<u8>());
+        tokio::task::yield_now().await;
+        go.send(5).unwrap();
+        assert_eq!(first.await.unwrap(), Some(5));
+        drop(second);
+        // An answer ready in the same poll as the cancellation still counts.
+        let t = tracked(Some(&s), &Value::from(3), async { 9 });
+        assert!(s.cancel(&Value::from(3)));
+        assert_eq!(t.await, Some(9));
+        // Without a session nothing is listed, and the call runs.
+        assert_eq!(tracked(None, &Value::from(4), large_state()).await, Some(7));
+        assert!(lock(&s.inflight).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spawned_tracked_call_is_aborted_when_cancelled_and_unlisted_when_done() {
+        let s = session();
+        let h = spawn_tracked(Some(&s), &Value::from(1), std::future::pending::<()>());
+        assert!(s.cancel(&Value::from(1)));
+        assert!(h.await.unwrap_err().is_cancelled());
+        let h = spawn_tracked(Some(&s), &Value::from(2), large_state());
+        assert!(lock(&s.inflight).contains_key("2"));
+        assert_eq!(h.await.unwrap(), 7);
+        assert!(lock(&s.inflight).is_empty());
     }
 }

@@ -375,7 +375,8 @@ async fn post_legacy(app: Arc<App>, h: HeaderMap, msg: Value, sse_ok: bool, prin
         }
         Some(Kind::Notification) => {
             let (tx, _rx) = mpsc::channel(1);
-            app.gw.handle_notification(&caller(tx), msg).await;
+            // Boxed: its state would otherwise be part of every request's handler future.
+            Box::pin(app.gw.handle_notification(&caller(tx), msg)).await;
             StatusCode::ACCEPTED.into_response()
         }
         Some(Kind::Response) => {
