@@ -761,15 +761,47 @@ fn marked_keys(s: &str, lower: &str, out: &mut Vec<Key>) {
 
 /// Calls `f` with every window of [`SHINGLE_WORDS`] words of already-lowercased text, and the
 /// window's [`shingle_hash`] (each word is hashed once, each window combines five).
-fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
+fn for_each_shingle<'a>(lower: &'a str, f: impl FnMut(&[&'a str], u64)) {
+    if lower.is_ascii() { ascii_shingles(lower, f) } else { char_shingles(lower, f) }
+}
+
+/// [`for_each_shingle`] of ASCII text in one pass over its bytes: each word is hashed as it is
+/// read, and the last five words and hashes are kept in place (no lists, no allocation). For
+/// ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`, so the words are
+/// [`char_shingles`]'s.
+fn ascii_shingles<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
+    let b = lower.as_bytes();
+    let mut win: [&str; SHINGLE_WORDS] = [""; SHINGLE_WORDS];
+    let mut hs = [0u64; SHINGLE_WORDS];
+    let (mut i, mut words, mut shingles) = (0, 0, 0);
+    while shingles < MAX_SHINGLES {
+        while b.get(i).is_some_and(|c| !c.is_ascii_alphanumeric()) {
+            i += 1;
+        }
+        let start = i;
+        let mut h = FNV_OFFSET;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_alphanumeric()) {
+            h = (h ^ u64::from(c)).wrapping_mul(FNV_PRIME);
+            i += 1;
+        }
+        let Some(word) = lower.get(start..i).filter(|w| !w.is_empty()) else { return };
+        win.rotate_left(1);
+        hs.rotate_left(1);
+        win[SHINGLE_WORDS - 1] = word;
+        hs[SHINGLE_WORDS - 1] = h;
+        words += 1;
+        if words >= SHINGLE_WORDS {
+            f(&win, combine_words(&hs));
+            shingles += 1;
+        }
+    }
+}
+
+/// [`for_each_shingle`] of any text: words are runs of `char::is_alphanumeric`.
+fn char_shingles<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
     // The first MAX_SHINGLES windows use only this many words; the rest are not split out.
     let used = MAX_SHINGLES + SHINGLE_WORDS - 1;
-    let words: Vec<&str> = if lower.is_ascii() {
-        // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`.
-        lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).take(used).collect()
-    } else {
-        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(used).collect()
-    };
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(used).collect();
     if words.len() >= SHINGLE_WORDS {
         let hashes: Vec<u64> = words.iter().map(|w| word_hash(w)).collect();
         for (win, hs) in words.windows(SHINGLE_WORDS).zip(hashes.windows(SHINGLE_WORDS)) {
@@ -778,12 +810,15 @@ fn for_each_shingle<'a>(lower: &'a str, mut f: impl FnMut(&[&'a str], u64)) {
     }
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 /// FNV-1a over one word.
 fn word_hash(w: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = FNV_OFFSET;
     for b in w.bytes() {
         h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -1370,6 +1405,35 @@ mod tests {
         let t = s.trace_args(Some(&json!({"early": early, "late": late})), &IntentValues::default());
         assert!(t["early"].sources.contains("matched"));
         assert!(t["late"].sources.contains("model"));
+    }
+
+    /// The one-pass ASCII shingles are the general path's, word for word and hash for hash:
+    /// separators of every kind and length, digits, words of one letter, texts shorter than a
+    /// shingle, and texts past the cap.
+    #[test]
+    fn ascii_shingles_are_the_general_paths() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const PIECES: &[&str] = &["a", "bb", "word", "x9", "2026", " ", "  ", "\t", "\n", ",", "-", ".", "@", "__", "\u{7f}", "~"];
+        let (mut compared, mut emitted, mut capped) = (0, 0, 0);
+        for round in 0..3_000 {
+            let n = if round % 100 == 0 { 8_000 } else { (next() % 40) as usize };
+            let text: String = (0..n).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            ascii_shingles(&text, |w, h| fast.push((w.join(" "), h)));
+            char_shingles(&text, |w, h| slow.push((w.join(" "), h)));
+            assert_eq!(fast, slow, "{text:?}");
+            compared += 1;
+            emitted += fast.len();
+            capped += usize::from(fast.len() == MAX_SHINGLES);
+            assert!(fast.len() <= MAX_SHINGLES);
+        }
+        assert!(compared == 3_000 && capped == 30 && emitted > 30 * MAX_SHINGLES, "{emitted} shingles, {capped} texts at the cap");
     }
 
     /// The vectorised digit scan agrees with the plain one, wherever the digit falls.
