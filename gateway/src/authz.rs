@@ -371,7 +371,8 @@ impl Authz {
             return Ok(Principal::ApiKey { principal: Arc::clone(p), digest: *d });
         }
         match &state.verifier {
-            Some(v) => v.verify(c).map(Principal::Token).map_err(AuthError::Token),
+            // The digest taken for the API keys is the token cache's key too.
+            Some(v) => v.verify_digested(c, digest).map(Principal::Token).map_err(AuthError::Token),
             None => Err(AuthError::UnknownKey),
         }
     }

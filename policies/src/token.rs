@@ -214,6 +214,9 @@ pub struct VerifiedToken {
     /// The earliest TTL any block sets (`check if time($t), $t <= <date>`): past it the token
     /// no longer authenticates at all, whatever is asked of it.
     expires: Option<SystemTime>,
+    /// Every block's revocation id in lowercase hex, as revocation lists name them: rendered
+    /// once at verification, since the list is checked on every use.
+    revocation_ids: Vec<String>,
     verdicts: Mutex<HashMap<(String, String), Result<(), TokenDenial>>>,
 }
 
@@ -310,10 +313,16 @@ impl Verifier {
     /// Parses and verifies a token, or returns the cached result of doing so.
     pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenDenial> {
         let token = token.trim();
+        self.verify_digested(token, Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// [`Verifier::verify`] for a caller that has hashed the (trimmed) token already:
+    /// `digest` must be the SHA-256 of `token`'s bytes, the cache's key.
+    pub fn verify_digested(&self, token: &str, digest: [u8; 32]) -> Result<Arc<VerifiedToken>, TokenDenial> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenDenial::Malformed);
         }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = digest;
         let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
         let verified = match cached {
             Some(b) => b,
@@ -328,7 +337,8 @@ impl Verifier {
                 let principal = PreparedPrincipal::new(info).map_err(TokenDenial::Principal)?;
                 let until = static_until(&b);
                 let expires = expiry(&b);
-                let v = Arc::new(VerifiedToken { biscuit: b, principal, digest: key, static_until: until, expires, verdicts: Mutex::new(HashMap::new()) });
+                let revocation_ids = b.revocation_identifiers().iter().map(hex::encode).collect();
+                let v = Arc::new(VerifiedToken { biscuit: b, principal, digest: key, static_until: until, expires, revocation_ids, verdicts: Mutex::new(HashMap::new()) });
                 let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if cache.len() >= CACHE {
                     cache.clear();
@@ -338,7 +348,7 @@ impl Verifier {
             }
         };
         // Revocation is checked on every use: a revocation list can change while a token is cached.
-        if verified.biscuit.revocation_identifiers().iter().any(|id| self.revoked.contains(&hex::encode(id))) {
+        if !self.revoked.is_empty() && verified.revocation_ids.iter().any(|id| self.revoked.contains(id)) {
             return Err(TokenDenial::Revoked);
         }
         if verified.expires.is_some_and(|e| secs(SystemTime::now()) > secs(e)) {
