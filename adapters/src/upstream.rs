@@ -223,6 +223,16 @@ impl Upstream {
         Ok(self.live(self.inner.spec.timeout).await?.info.clone())
     }
 
+    /// Whether a request sent now could be answered `resultType: "input_required"`, which only
+    /// a 2026-07-28 connection does: `false` once the connection in use has shaken hands on a
+    /// legacy revision, `true` while it is being made or when it speaks 2026-07-28 (a legacy
+    /// caller may then be served on the legacy side, but that side can fail over to the main
+    /// connection, so the answer stays `true`). A caller that would have to send a request
+    /// again after such an answer keeps a copy of it only when this says so.
+    pub fn may_ask_for_input(&self) -> bool {
+        !matches!(&*self.inner.state.borrow(), State::Ready(live) if live.info.era != Era::Stateless)
+    }
+
     async fn live(&self, wait: Duration) -> Result<Arc<Live>, UpstreamError> {
         let name = &self.inner.spec.name;
         let mut rx = self.inner.state.subscribe();

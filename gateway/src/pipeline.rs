@@ -820,16 +820,22 @@ impl Gateway {
     async fn dispatch_answer(&self, caller: &Caller, idx: usize, req: Value, headers: &[(String, String)]) -> Result<Answer, CallError> {
         let up = self.upstream_for(caller, idx).await?;
         let mut req = req;
+        // Only a caller with a session can be asked for input, and only a 2026-07-28 upstream
+        // asks for it: only then can the request be needed again, so only then is it kept.
+        let keep = caller.session().is_some() && up.may_ask_for_input();
         for _round in 0..MAX_INPUT_ROUNDS {
-            // Only a caller with a session can be asked for input, and so only then can the
-            // request be needed again.
-            let send = if caller.session().is_some() { req.clone() } else { std::mem::take(&mut req) };
+            let send = if keep { req.clone() } else { std::mem::take(&mut req) };
             let resp = match self.dispatch_once(caller, &up, send, headers).await? {
                 Answer::Raw(raw) if memchr::memmem::find(raw.result(), b"input_required").is_none() => return Ok(Answer::Raw(raw)),
                 answer => answer.into_value().map_err(|e| unparsable(up.name(), &e))?,
             };
             let needs_input = resp.get("result").and_then(|r| r.get("resultType")).and_then(Value::as_str) == Some("input_required");
-            let Some(session) = caller.session().filter(|_| needs_input) else { return Ok(Answer::Parsed(resp)) };
+            if needs_input && !keep && caller.session().is_some() {
+                // A legacy upstream has no such answer (or the connection changed revision
+                // under the call): it is relayed as it came, as that server would send it.
+                tracing::warn!(upstream = %up.name(), "an upstream not known to speak 2026-07-28 asked for input; its answer is relayed as it is");
+            }
+            let Some(session) = caller.session().filter(|_| needs_input && keep) else { return Ok(Answer::Parsed(resp)) };
             // A legacy client cannot see `input_required`: ask it each question as a server
             // request, then retry with the answers (and the opaque requestState, byte for byte).
             let result = resp.get("result").cloned().unwrap_or(Value::Null);

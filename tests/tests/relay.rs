@@ -821,3 +821,23 @@ async fn results_nothing_has_to_change_in_are_relayed_as_the_upstreams_bytes() {
     }
     g.stop().await;
 }
+
+/// Only a 2026-07-28 connection asks for input (`resultType: "input_required"`), so only for
+/// one does the gateway keep a copy of the request to send again with the client's answers. An
+/// answer of that shape from a legacy upstream is relayed as that server sent it: the client is
+/// asked nothing, and the call is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_upstreams_input_required_answer_is_relayed_as_it_came() {
+    let (_fx, addr) = http_fixture("h").await;
+    let cfg = format!("[listen]\nhttp = \"127.0.0.1:0\"\n[[upstream]]\nname = \"h\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\n");
+    let g = TestGateway::start(&cfg).await.unwrap();
+    // The client can be asked: the gateway would have asked it, were the upstream 2026-07-28.
+    let c = Client::legacy_as(&g.url(), json!({"elicitation": {}}), None).await.unwrap();
+    let asked = r#"{"resultType":"input_required","inputRequests":{"q":{"method":"elicitation/create","params":{"message":"Your name?","requestedSchema":{"type":"object","properties":{"name":{"type":"string"}}}}}},"requestState":"s1"}"#;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), verbatim(&c, "q-1", asked.to_owned())).await.expect("answered with no question put to the client");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], "q-1", "{body}");
+    assert_eq!(v["result"], serde_json::from_str::<Value>(asked).unwrap(), "relayed as it came: {body}");
+    g.stop().await;
+}
