@@ -4,7 +4,8 @@
 #   bash load-tests/bench.sh            # everything (about 25 minutes on 2 cores, after builds)
 #   QUICK=1 bash load-tests/bench.sh    # one round of short slices (a few minutes)
 #
-# 1. builds clawgate, the fixture upstream and the load generator in release mode;
+# 1. builds clawgate, the fixture upstream and the load generator in release mode (into
+#    $CARGO_TARGET_DIR when it is set, else target/);
 # 2. installs the peer proxy `mcp-proxy` (crates.io, joshrotenberg/mcp-proxy) into
 #    .cache/mcp-proxy, pinned, relay features only;
 # 3. installs Node 22 and server-everything (scripts/test-deps.sh);
@@ -42,7 +43,8 @@ EVERYTHING="$CLAWGATE_NPM_BIN/mcp-server-everything"
 # 1,000 sessions and 256 concurrent connections per system need descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-LOAD=(target/release/clawgate-load --clawgate target/release/clawgate --fixture target/release/fixture-upstream --mcp-proxy "$PROXY")
+BIN="${CARGO_TARGET_DIR:-target}/release"
+LOAD=("$BIN/clawgate-load" --clawgate "$BIN/clawgate" --fixture "$BIN/fixture-upstream" --mcp-proxy "$PROXY")
 
 {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
