@@ -38,8 +38,8 @@ const MAX_RECORD: usize = 16 << 20;
 /// reaches the file at most this much later than without it.
 const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// The writer yields the core before building a deferred record only while fewer records than
-/// this wait behind it.
+/// The writer yields the core once per batch, before building its first deferred record, and
+/// only while fewer records than this wait behind it.
 const YIELD_BELOW: usize = 64;
 
 /// Builds a record's fields on the writer thread (see [`Audit::record_later`]).
@@ -402,14 +402,18 @@ fn writer(mut file: impl Sink, name: &str, mut prev: String, mut rx: mpsc::Recei
         let mut last = prev.clone();
         // The records this batch's write would lose, and with them the earlier losses they report.
         let (mut records, mut at_stake) = (0, 0);
+        let mut yielded = false;
         let mut entries = batch.drain(..);
         while let Some(entry) = entries.next() {
             // Building is the costly part: let a call's thread that waits for the core go
             // first, but only while the writer keeps up. Behind, it takes its full share, or a
-            // busy machine would starve it and the queue would drop records.
+            // busy machine would starve it and the queue would drop records. Once per batch:
+            // a yield to a waiting thread is a thread switch, and one per record cost more
+            // than the few microseconds each record takes to build.
             let deferred = matches!(entry, Entry::Later { .. } | Entry::Decision { .. });
-            if deferred && entries.len() + rx.len() < YIELD_BELOW {
+            if deferred && !yielded && entries.len() + rx.len() < YIELD_BELOW {
                 std::thread::yield_now();
+                yielded = true;
             }
             canon.clear();
             // Each record written takes over the losses counted since the one before it.
