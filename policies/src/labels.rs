@@ -1084,12 +1084,26 @@ impl SessionLabels {
                 check(ids, k.kind, &needle(k), &mut seen);
             }
         }
-        // Shingles are hashed straight from the words; the needle is built only on a hit.
+        // Shingles are hashed straight from the words; the needle is built only on a hit. A
+        // quoted passage hits one field shingle after shingle: once that field is verified,
+        // its next hits are passed over without probing `seen`.
+        let mut verified_last = None;
         for_each_shingle(&lower, |win, hash| {
-            if let Some(ids) = self.index.get(&hash)
-                && fresh(ids, &seen)
-            {
+            let Some(ids) = self.index.get(&hash) else { return };
+            let one = match ids.as_slice() {
+                [id] => Some(*id),
+                _ => None,
+            };
+            if one.is_some() && one == verified_last {
+                return;
+            }
+            if fresh(ids, &seen) {
                 check(ids, KeyKind::Shingle, &format!(" {} ", win.join(" ")), &mut seen);
+            }
+            if let Some(id) = one
+                && seen.contains(&id)
+            {
+                verified_last = Some(id);
             }
         });
         let matched: Option<Label> = distinct.split_first().map(|(first, rest)| {
