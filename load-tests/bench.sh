@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The performance report of docs/performance.md, from a clean checkout:
 #
-#   bash load-tests/bench.sh            # everything (about 25 minutes on 2 cores, after builds)
+#   bash load-tests/bench.sh            # everything (6.5 minutes of load on 2 cores after the builds, then the checks bench)
 #   QUICK=1 bash load-tests/bench.sh    # one round of short slices (a few minutes)
 #
 # 1. builds clawgate, the fixture upstream and the load generator in release mode (into
